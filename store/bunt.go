@@ -1,0 +1,1116 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tidwall/buntdb"
+)
+
+// Bunt is the embedded Store, on buntdb (":memory:" or one append-only file).
+//
+// # Layout
+//
+// Everything lives in buntdb's one ordered key tree. No buntdb indexes (they
+// are not persisted, so each open would rebuild them) and no buntdb TTLs
+// (Ascend returns expired-but-unswept items, and buntdb's sweep holds the
+// global lock for as long as it takes).
+//
+//	e<id:8>                    the log (change feed): one record per event, the
+//	                           id 8 bytes big-endian so key order is id order.
+//	                           Value: uvarint(len key) key uvarint(len name)
+//	                           name varint(time ms) data.
+//	k<uvarint(len)><key><id:8> the per-key index, value empty. Replay scans the
+//	                           range of one key and reads the events from the
+//	                           log. The length prefix keeps "a" out of the range
+//	                           of "a:b" (see appendIndexPrefix).
+//	m<key>                     per-key metadata: uvarint(count) uvarint(dropped),
+//	                           updated in the transaction that adds or removes
+//	                           the key's events. It exists only while the key
+//	                           has events, so metadata never outgrows the data.
+//	n:floor                    uvarint(floor): what Retention reports as
+//	                           Dropped for a key without metadata (all its
+//	                           events swept, or it never had any), and where a
+//	                           new key's dropped starts: perhaps a false gap,
+//	                           never a missed one. The sweeper raises it to the
+//	                           last id it removed (every event up to it is
+//	                           gone), repair to the last id.
+//	n:last                     uvarint(last id) varint(last time). Written by
+//	                           the sweeper (which can delete the newest event)
+//	                           and by repair; otherwise the newest log record
+//	                           holds both. Ids never go backwards, even after
+//	                           everything expired and a restart.
+//	n:clean                    present only from a clean Close to the next open.
+//
+// # Retention
+//
+// MaxEvents is enforced in Append's transaction: a key's oldest index entries
+// and their log records go, and dropped is raised. TTL is enforced by Sweep,
+// not buntdb: events are appended in time order (an event's time is clamped to
+// never decrease with the id), so Sweep walks the log from its start, deletes
+// events older than the TTL with their index entries and metadata updates, and
+// stops at the first young one, 1,000 events per write transaction so the lock
+// is never held long. Readers filter by time, so an expired event is never
+// returned even if the sweeper is behind.
+//
+// # Durability
+//
+// buntdb's own fsync is off: it drops fsync errors, and under EverySecond it
+// fsyncs while holding the database lock exclusively. Bunt fsyncs the file
+// itself, through its own descriptor: under SyncAlways inside Append, before
+// any reader can see the new events; under SyncEverySecond from a background
+// goroutine, outside any lock. A failed fsync is returned and makes the store
+// refuse further writes (ErrSync). buntdb's Shrink replaces the file; Bunt
+// notices (same path, new file) and fsyncs the new file and its directory.
+//
+// Every write transaction reaches the file as one write(2), but buntdb has no
+// record of where a transaction ends, so a crash can leave part of the last
+// one. A clean Close writes n:clean; opening a non-empty file without it
+// repairs the layout (index and metadata rebuilt from the log), raises every
+// key's dropped and the floor to the last id (a client that resumes from
+// before it is told about a possible gap), and skips uncleanIDSkip ids, so ids
+// that clients may have seen but that were lost with unsynced data are never
+// handed out again.
+type Bunt struct {
+	db   *buntdb.DB
+	path string // "" for memory
+	opts Options
+	ttl  int64 // milliseconds, -1 forever
+
+	// lastID is the highest id whose events are visible (and, under
+	// SyncAlways, durable). After checks it before taking any lock.
+	lastID atomic.Uint64
+
+	// Guarded by buntdb's lock: written only in write transactions.
+	next     uint64 // last id handed out; a failed commit leaves a hole
+	lastTime int64  // time of the newest event
+	floor    uint64 // see n:floor
+	buf      []byte // encoding buffer
+
+	// durable: SyncAlways on a file. Append then holds rmu exclusively across
+	// commit and fsync, and readers hold it shared, so no reader sees an event
+	// that a crash could still take back.
+	durable bool
+	rmu     sync.RWMutex
+
+	fmu      sync.Mutex
+	syncf    *os.File    // our descriptor of the file, nil for memory or after Close
+	syncInfo os.FileInfo // identity of syncf, to notice buntdb's Shrink replacing the file
+	synced   uint64      // value of writes at the last fsync
+	writes   atomic.Uint64
+
+	failed atomic.Pointer[error] // sticky fsync failure
+	bgErr  atomic.Pointer[error] // last background sweep error, nil after a success
+
+	lock *os.File // <path>.lock, flocked while open; nil for memory
+
+	closed atomic.Bool
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+const (
+	// sweepBatch bounds the events one write transaction of Sweep removes, so
+	// that Append never waits long for the lock.
+	sweepBatch = 1000
+	// uncleanIDSkip is how far ids jump after an unclean shutdown: more events
+	// than can be lost with the unsynced tail of the file (about a second
+	// under SyncEverySecond, about 30 s of Linux dirty writeback under
+	// SyncNever) at hundreds of thousands of events per second.
+	uncleanIDSkip = 1 << 24
+	// autoShrinkMinSize: buntdb rewrites the file once it is this large and
+	// twice its size after the previous rewrite (AutoShrinkPercentage 100), so
+	// under churn the file stays within about twice the live data, or this.
+	autoShrinkMinSize = 4 << 20
+)
+
+// Compile-time checks.
+var (
+	_ Store   = (*Bunt)(nil)
+	_ Sweeper = (*Bunt)(nil)
+)
+
+// OpenBunt opens a buntdb store: path ":memory:" (or "") keeps everything in
+// memory; anything else is a file, created if missing, with a lock file
+// beside it (path + ".lock"): a second open of the same file, from this
+// process or another, fails with ErrLocked. A file whose last record was cut
+// off (a crash during a write) opens without that record; any other damage
+// fails with ErrCorrupt naming the file and the offset.
+func OpenBunt(path string, opts Options) (*Bunt, error) {
+	o, err := opts.normalize()
+	if err != nil {
+		return nil, err
+	}
+	if path == "" {
+		path = ":memory:"
+	}
+	b := &Bunt{opts: o, ttl: o.ttlMillis()}
+	if path != ":memory:" {
+		b.path = path
+		b.durable = o.Sync == SyncAlways
+		if b.lock, err = lockFile(path + ".lock"); err != nil {
+			return nil, fmt.Errorf("store: lock %s: %w", path, err)
+		}
+		if err := prepareFile(path); err != nil {
+			_ = b.lock.Close()
+			return nil, err
+		}
+	}
+	b.db, err = buntdb.Open(path)
+	if err != nil {
+		if b.lock != nil {
+			_ = b.lock.Close()
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if err := b.init(); err != nil {
+		_ = b.db.Close()
+		if b.syncf != nil {
+			_ = b.syncf.Close()
+		}
+		if b.lock != nil {
+			_ = b.lock.Close()
+		}
+		return nil, err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	b.stop = stop
+	b.wg.Add(1)
+	go b.background(ctx)
+	return b, nil
+}
+
+// prepareFile checks an existing file and cuts off a torn last record.
+func prepareFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("store: open %s: %w", path, err)
+	}
+	defer f.Close()
+	end, torn, err := checkAOF(f)
+	if err != nil {
+		var ae *aofError
+		if errors.As(err, &ae) {
+			return fmt.Errorf("%w: %s: %w: %w", ErrCorrupt, path, ae, buntdb.ErrInvalid)
+		}
+		return fmt.Errorf("store: read %s: %w", path, err)
+	}
+	if torn {
+		if err := f.Truncate(end); err != nil {
+			return fmt.Errorf("store: truncate %s at its cut-off last record (offset %d): %w", path, end, err)
+		}
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrSync, path, err)
+		}
+	}
+	return nil
+}
+
+// init configures buntdb and recovers the state kept outside it.
+func (b *Bunt) init() error {
+	var cfg buntdb.Config
+	if err := b.db.ReadConfig(&cfg); err != nil {
+		return b.wrap(err)
+	}
+	cfg.SyncPolicy = buntdb.Never // Bunt fsyncs itself: see Durability above
+	cfg.AutoShrinkDisabled = false
+	cfg.AutoShrinkPercentage = 100
+	cfg.AutoShrinkMinSize = autoShrinkMinSize
+	if err := b.db.SetConfig(cfg); err != nil {
+		return b.wrap(err)
+	}
+	if b.path != "" {
+		f, err := os.OpenFile(b.path, os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("store: open %s: %w", b.path, err)
+		}
+		b.syncf = f
+		if b.syncInfo, err = f.Stat(); err != nil {
+			return fmt.Errorf("store: stat %s: %w", b.path, err)
+		}
+	}
+	var clean, empty bool
+	err := b.db.View(func(tx *buntdb.Tx) error {
+		n, err := tx.Len()
+		if err != nil {
+			return err
+		}
+		empty = n == 0
+		if _, err := tx.Get(keyClean); err == nil {
+			clean = true
+		}
+		if v, err := tx.Get(keyLast); err == nil {
+			id, t, ok := decodeLast(v)
+			if !ok {
+				return b.corrupt("record " + keyLast)
+			}
+			b.next, b.lastTime = id, t
+		}
+		if v, err := tx.Get(keyFloor); err == nil {
+			floor, ok := decodeUvarint(v)
+			if !ok {
+				return b.corrupt("record " + keyFloor)
+			}
+			b.floor = floor
+		}
+		var bad error
+		err = tx.DescendLessOrEqual("", logLast, func(k, v string) bool {
+			id, ok := logID(k)
+			if !ok {
+				return false // no log records
+			}
+			t, ok := eventTime(v)
+			if !ok {
+				bad = b.corruptID(id)
+				return false
+			}
+			b.next, b.lastTime = max(b.next, id), max(b.lastTime, t)
+			return false
+		})
+		if bad != nil {
+			return bad
+		}
+		return err
+	})
+	if err != nil {
+		return b.wrap(err)
+	}
+	if b.path != "" && !empty {
+		if !clean {
+			if err := b.repair(); err != nil {
+				return err
+			}
+		}
+		if err := b.db.Update(func(tx *buntdb.Tx) error {
+			_, err := tx.Delete(keyClean)
+			if errors.Is(err, buntdb.ErrNotFound) {
+				return nil
+			}
+			return err
+		}); err != nil {
+			return b.wrap(err)
+		}
+		b.writes.Add(1)
+		// The next open must see the marker gone, or it would skip the repair.
+		if err := b.syncFile(false); err != nil {
+			return err
+		}
+	}
+	b.lastID.Store(b.next)
+	return nil
+}
+
+// background sweeps expired events and, under SyncEverySecond, fsyncs.
+func (b *Bunt) background(ctx context.Context) {
+	defer b.wg.Done()
+	var sweep, tick <-chan time.Time
+	if b.opts.SweepInterval > 0 && b.ttl >= 0 {
+		t := time.NewTicker(b.opts.SweepInterval)
+		defer t.Stop()
+		sweep = t.C
+	}
+	if b.path != "" && b.opts.Sync != SyncNever {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sweep:
+			if _, err := b.Sweep(ctx); err != nil && ctx.Err() == nil {
+				b.bgErr.Store(&err)
+			} else {
+				b.bgErr.Store(nil)
+			}
+		case <-tick:
+			// SyncEverySecond: fsync what was written. SyncAlways: Append
+			// fsyncs, but if buntdb's automatic Shrink replaced the file, make
+			// the new file durable even if no Append follows.
+			if err := b.syncFile(b.opts.Sync == SyncAlways); err != nil {
+				b.fail(err)
+			}
+		}
+	}
+}
+
+// syncFile fsyncs the file if anything was written since the last fsync (or,
+// with onlyIfReplaced, only if buntdb's Shrink replaced the file). If Shrink
+// replaced it, it fsyncs the new file and the directory and keeps a descriptor
+// of the new file. It returns nil for memory stores and after Close.
+func (b *Bunt) syncFile(onlyIfReplaced bool) error {
+	b.fmu.Lock()
+	defer b.fmu.Unlock()
+	if b.syncf == nil {
+		return nil
+	}
+	writes := b.writes.Load()
+	if !onlyIfReplaced && writes != b.synced {
+		if err := b.syncf.Sync(); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrSync, b.path, err)
+		}
+	}
+	fi, err := os.Stat(b.path)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrSync, b.path, err)
+	}
+	if !os.SameFile(fi, b.syncInfo) {
+		f, err := os.OpenFile(b.path, os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrSync, b.path, err)
+		}
+		if fi, err = f.Stat(); err == nil {
+			err = f.Sync()
+		}
+		if err == nil {
+			err = syncDir(filepath.Dir(b.path))
+		}
+		if err != nil {
+			_ = f.Close()
+			return fmt.Errorf("%w: %s: %w", ErrSync, b.path, err)
+		}
+		_ = b.syncf.Close()
+		b.syncf, b.syncInfo = f, fi
+	}
+	if !onlyIfReplaced {
+		b.synced = writes
+	}
+	return nil
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil // directories cannot be fsynced there; NTFS journals renames
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// fail records a sticky fsync failure.
+func (b *Bunt) fail(err error) { b.failed.CompareAndSwap(nil, &err) }
+
+// check returns the error a method must return before doing anything.
+func (b *Bunt) check(ctx context.Context) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	return ctx.Err()
+}
+
+// wrap turns buntdb errors into store errors.
+func (b *Bunt) wrap(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, buntdb.ErrDatabaseClosed):
+		return ErrClosed
+	case errors.Is(err, ErrCorrupt), errors.Is(err, ErrSync), errors.Is(err, ErrClosed):
+		return err
+	}
+	return fmt.Errorf("store: %s: %w", b.name(), err)
+}
+
+func (b *Bunt) name() string {
+	if b.path == "" {
+		return ":memory:"
+	}
+	return b.path
+}
+
+func (b *Bunt) corrupt(what string) error {
+	return fmt.Errorf("%w: %s: %s", ErrCorrupt, b.name(), what)
+}
+
+func (b *Bunt) corruptID(id uint64) error {
+	return b.corrupt(fmt.Sprintf("log record of event %d", id))
+}
+
+// cutoff returns the time at or before which events are expired.
+func (b *Bunt) cutoff() int64 {
+	if b.ttl < 0 {
+		return math.MinInt64
+	}
+	return b.opts.Now().UnixMilli() - b.ttl
+}
+
+// keyAppend is the per-key state of one Append.
+type keyAppend struct {
+	key     string
+	n       int    // events of the key in the batch
+	seen    int    // events of the key assigned an id so far
+	dropped uint64 // highest id dropped at once (more than MaxEvents in the batch)
+}
+
+// Append implements Store.
+func (b *Bunt) Append(ctx context.Context, evs []Event) error {
+	if err := b.check(ctx); err != nil {
+		return err
+	}
+	if p := b.failed.Load(); p != nil {
+		return *p
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	if b.durable {
+		b.rmu.Lock()
+		defer b.rmu.Unlock()
+	}
+	var last uint64
+	err := b.db.Update(func(tx *buntdb.Tx) error {
+		var err error
+		last, err = b.appendTx(tx, evs)
+		return err
+	})
+	if err != nil {
+		for i := range evs {
+			evs[i].ID, evs[i].Time = 0, 0
+		}
+		return b.wrap(err)
+	}
+	b.writes.Add(1)
+	if b.durable {
+		if err := b.syncFile(false); err != nil {
+			b.fail(err)
+			// The events are committed in memory and ids must not be reused:
+			// publish them, but report that they may not survive a crash.
+			atomicMax(&b.lastID, last)
+			return err
+		}
+	}
+	atomicMax(&b.lastID, last)
+	return nil
+}
+
+func (b *Bunt) appendTx(tx *buntdb.Tx, evs []Event) (uint64, error) {
+	t := max(b.opts.Now().UnixMilli(), b.lastTime)
+	// Group by key. Most batches are one trigger: no map then.
+	var one [1]keyAppend
+	ks := one[:0]
+	var pos map[string]int
+	if len(evs) > 1 {
+		pos = make(map[string]int)
+	}
+	find := func(key string) int {
+		if pos == nil {
+			return 0
+		}
+		i, ok := pos[key]
+		if !ok {
+			i = len(ks)
+			pos[key] = i
+			ks = append(ks, keyAppend{key: key})
+		}
+		return i
+	}
+	if pos == nil {
+		ks = append(ks, keyAppend{key: evs[0].Key})
+	}
+	for i := range evs {
+		k := find(evs[i].Key) // before indexing: find may grow ks
+		ks[k].n++
+	}
+	maxEvents := b.opts.MaxEvents
+	id := b.next
+	for i := range evs {
+		ev := &evs[i]
+		id++
+		ev.ID, ev.Time = id, t
+		ka := &ks[find(ev.Key)] // every key is in ks already
+		ka.seen++
+		if ka.seen <= ka.n-maxEvents {
+			// More than MaxEvents of this key in one batch: the oldest would be
+			// trimmed by this very transaction, so they are not written at all.
+			ka.dropped = id
+			continue
+		}
+		b.buf = appendEvent(b.buf[:0], ev)
+		if _, _, err := tx.Set(logKey(id), string(b.buf), nil); err != nil {
+			return 0, err
+		}
+		if _, _, err := tx.Set(indexKey(ev.Key, id), "", nil); err != nil {
+			return 0, err
+		}
+	}
+	for i := range ks {
+		ka := &ks[i]
+		m, err := b.meta(tx, ka.key)
+		if err != nil {
+			return 0, err
+		}
+		m.count += uint64(min(ka.n, maxEvents))
+		m.dropped = max(m.dropped, ka.dropped)
+		if m.count > uint64(maxEvents) {
+			removed, top, err := b.trim(tx, ka.key, int(m.count-uint64(maxEvents)))
+			if err != nil {
+				return 0, err
+			}
+			m.count -= uint64(removed)
+			m.dropped = max(m.dropped, top)
+		}
+		if _, _, err := tx.Set(metaKey(ka.key), m.encode(), nil); err != nil {
+			return 0, err
+		}
+	}
+	b.next, b.lastTime = id, t
+	return id, nil
+}
+
+// meta reads the metadata of key. A key without metadata has no events, and
+// its history may have been forgotten: it starts with dropped = floor, so a
+// new event does not hide the gap Retention reported before it.
+func (b *Bunt) meta(tx *buntdb.Tx, key string) (keyMeta, error) {
+	v, err := tx.Get(metaKey(key))
+	if errors.Is(err, buntdb.ErrNotFound) {
+		return keyMeta{dropped: b.floor}, nil
+	} else if err != nil {
+		return keyMeta{}, err
+	}
+	m, ok := decodeMeta(v)
+	if !ok {
+		return m, b.corrupt(fmt.Sprintf("metadata of key %q", key))
+	}
+	return m, nil
+}
+
+// trim removes the n oldest events of key and returns how many it removed
+// and the highest removed id.
+func (b *Bunt) trim(tx *buntdb.Tx, key string, n int) (int, uint64, error) {
+	prefix := indexPrefix(key)
+	var victims []string
+	err := tx.AscendGreaterOrEqual("", prefix, func(k, _ string) bool {
+		if !strings.HasPrefix(k, prefix) {
+			return false
+		}
+		victims = append(victims, k)
+		return len(victims) < n
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	var top uint64
+	for _, k := range victims {
+		id := indexID(k)
+		top = max(top, id)
+		if err := deleteIfExists(tx, k); err != nil {
+			return 0, 0, err
+		}
+		if err := deleteIfExists(tx, logKey(id)); err != nil {
+			return 0, 0, err
+		}
+	}
+	return len(victims), top, nil
+}
+
+func deleteIfExists(tx *buntdb.Tx, k string) error {
+	_, err := tx.Delete(k)
+	if errors.Is(err, buntdb.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// atomicMax raises a to at least v. Appends publish their last id after
+// commit, possibly out of order, so a plain Store could go backwards.
+func atomicMax(a *atomic.Uint64, v uint64) {
+	for {
+		cur := a.Load()
+		if cur >= v || a.CompareAndSwap(cur, v) {
+			return
+		}
+	}
+}
+
+// readLock keeps readers from seeing events that are not yet durable under
+// SyncAlways.
+func (b *Bunt) readLock() func() {
+	if !b.durable {
+		return func() {}
+	}
+	b.rmu.RLock()
+	return b.rmu.RUnlock
+}
+
+// After implements Store.
+func (b *Bunt) After(ctx context.Context, afterID uint64, limit int) ([]Event, error) {
+	if b.closed.Load() {
+		return nil, ErrClosed
+	}
+	// Called every poll by every node: when nothing is new, one atomic load.
+	last := b.lastID.Load()
+	if afterID >= last || limit <= 0 {
+		return nil, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	defer b.readLock()()
+	cutoff := b.cutoff()
+	// Sized for the common case; ids may have holes (trims, a skip after an
+	// unclean shutdown), so last-afterID can be far more than will come back.
+	evs := make([]Event, 0, min(uint64(limit), last-afterID, 256))
+	var bad error
+	err := b.db.View(func(tx *buntdb.Tx) error {
+		return tx.AscendRange("", logKey(afterID+1), logEnd, func(k, v string) bool {
+			id, _ := logID(k)
+			t, ok := eventTime(v)
+			if !ok {
+				bad = b.corruptID(id)
+				return false
+			}
+			if t <= cutoff {
+				return true // expired, the sweeper has not got here yet
+			}
+			evs = append(evs, Event{ID: id, Time: t, Key: v})
+			return len(evs) < limit
+		})
+	})
+	if err == nil {
+		err = bad
+	}
+	if err != nil {
+		return nil, b.wrap(err)
+	}
+	return finish(evs), nil
+}
+
+// finish decodes events whose Key still holds their raw log value (buntdb's
+// string, valid and immutable after the transaction, so the copying happens
+// outside the lock). Keys and names of all events share one string, data one
+// []byte: three allocations per call, not three per event.
+func finish(evs []Event) []Event {
+	if len(evs) == 0 {
+		return nil
+	}
+	var nstr, ndata int
+	for i := range evs {
+		r, _ := decodeEvent(evs[i].Key) // checked when read
+		nstr += len(r.key) + len(r.name)
+		ndata += len(r.data)
+	}
+	var sb strings.Builder
+	sb.Grow(nstr)
+	for i := range evs {
+		r, _ := decodeEvent(evs[i].Key)
+		sb.WriteString(r.key)
+		sb.WriteString(r.name)
+	}
+	strs := sb.String()
+	var data []byte
+	if ndata > 0 {
+		data = make([]byte, 0, ndata)
+	}
+	for i := range evs {
+		r, _ := decodeEvent(evs[i].Key)
+		evs[i].Key, strs = strs[:len(r.key)], strs[len(r.key):]
+		evs[i].Name, strs = strs[:len(r.name)], strs[len(r.name):]
+		if len(r.data) > 0 {
+			start := len(data)
+			data = append(data, r.data...)
+			evs[i].Data = data[start:len(data):len(data)]
+		}
+	}
+	return evs
+}
+
+// expiredThrough returns the highest id of an expired event still in the log
+// (0 if none): times never decrease with ids, so every event up to it is
+// expired, and it costs as many steps as the sweeper is behind.
+func (b *Bunt) expiredThrough(tx *buntdb.Tx, cutoff int64) (uint64, error) {
+	if b.ttl < 0 {
+		return 0, nil
+	}
+	var through uint64
+	var bad error
+	err := tx.AscendRange("", logFirst, logEnd, func(k, v string) bool {
+		id, _ := logID(k)
+		t, ok := eventTime(v)
+		if !ok {
+			bad = b.corruptID(id)
+			return false
+		}
+		if t > cutoff {
+			return false
+		}
+		through = id
+		return true
+	})
+	if err == nil {
+		err = bad
+	}
+	return through, err
+}
+
+// Replay implements Store.
+func (b *Bunt) Replay(ctx context.Context, keys []string, afterID uint64, limit int) ([]Event, error) {
+	if err := b.check(ctx); err != nil {
+		return nil, err
+	}
+	if limit <= 0 || len(keys) == 0 || afterID >= b.lastID.Load() {
+		return nil, nil
+	}
+	if len(keys) > 1 {
+		keys = slices.Clone(keys)
+		slices.Sort(keys)
+		keys = slices.Compact(keys)
+	}
+	defer b.readLock()()
+	cutoff := b.cutoff()
+	var evs []Event
+	err := b.db.View(func(tx *buntdb.Tx) error {
+		from, err := b.expiredThrough(tx, cutoff)
+		if err != nil {
+			return err
+		}
+		from = max(from, afterID)
+		if from == math.MaxUint64 {
+			return nil
+		}
+		// Collect the first limit ids of each key, keeping only the limit
+		// lowest overall; once there are that many, a key's scan stops at the
+		// highest kept id.
+		var ids []uint64
+		bound := uint64(math.MaxUint64)
+		var buf [keyBufSize]byte
+		for _, key := range keys {
+			prefix := appendIndexPrefix(buf[:0], key)
+			n := len(prefix)
+			start := string(binary.BigEndian.AppendUint64(prefix, from+1))
+			got := 0
+			err := tx.AscendGreaterOrEqual("", start, func(k, _ string) bool {
+				if len(k) != n+8 || k[:n] != start[:n] {
+					return false
+				}
+				id := indexID(k)
+				if id > bound {
+					return false
+				}
+				ids = append(ids, id)
+				got++
+				return got < limit
+			})
+			if err != nil {
+				return err
+			}
+			if len(keys) > 1 && len(ids) >= limit {
+				slices.Sort(ids)
+				ids = ids[:limit]
+				bound = ids[limit-1]
+			}
+		}
+		if len(keys) > 1 {
+			slices.Sort(ids)
+		}
+		evs = make([]Event, 0, len(ids))
+		for _, id := range ids {
+			v, err := tx.Get(logKey(id))
+			if errors.Is(err, buntdb.ErrNotFound) {
+				continue // cannot happen after repair; tolerate it anyway
+			} else if err != nil {
+				return err
+			}
+			t, ok := eventTime(v)
+			if !ok {
+				return b.corruptID(id)
+			}
+			evs = append(evs, Event{ID: id, Time: t, Key: v})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, b.wrap(err)
+	}
+	return finish(evs), nil
+}
+
+// Retention implements Store.
+func (b *Bunt) Retention(ctx context.Context, keys []string) ([]Retention, error) {
+	if err := b.check(ctx); err != nil {
+		return nil, err
+	}
+	out := make([]Retention, len(keys))
+	defer b.readLock()()
+	cutoff := b.cutoff()
+	err := b.db.View(func(tx *buntdb.Tx) error {
+		expired, err := b.expiredThrough(tx, cutoff)
+		if err != nil {
+			return err
+		}
+		for i, key := range keys {
+			v, err := tx.Get(metaKey(key))
+			if errors.Is(err, buntdb.ErrNotFound) {
+				out[i].Dropped = b.floor // nothing retained, history forgotten
+				continue
+			} else if err != nil {
+				return err
+			}
+			m, ok := decodeMeta(v)
+			if !ok {
+				return b.corrupt(fmt.Sprintf("metadata of key %q", key))
+			}
+			out[i].Dropped = m.dropped
+			prefix := indexPrefix(key)
+			err = tx.AscendGreaterOrEqual("", prefix, func(k, _ string) bool {
+				if !strings.HasPrefix(k, prefix) {
+					return false
+				}
+				id := indexID(k)
+				if id <= expired { // expired but not yet swept: as good as dropped
+					out[i].Dropped = max(out[i].Dropped, id)
+					return true
+				}
+				out[i].Oldest = id
+				return false
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, b.wrap(err)
+	}
+	return out, nil
+}
+
+// LastID implements Store.
+func (b *Bunt) LastID(ctx context.Context) (uint64, error) {
+	if err := b.check(ctx); err != nil {
+		return 0, err
+	}
+	return b.lastID.Load(), nil
+}
+
+// Ping implements Store. It fails after an fsync failure, and while the
+// background sweeper fails.
+func (b *Bunt) Ping(ctx context.Context) error {
+	if err := b.check(ctx); err != nil {
+		return err
+	}
+	if p := b.failed.Load(); p != nil {
+		return *p
+	}
+	if p := b.bgErr.Load(); p != nil {
+		return fmt.Errorf("store: background sweep: %w", *p)
+	}
+	return b.wrap(b.db.View(func(tx *buntdb.Tx) error {
+		_, err := tx.Len()
+		return err
+	}))
+}
+
+// Sweep implements Sweeper: it removes the events older than the TTL, in
+// write transactions of at most sweepBatch events.
+func (b *Bunt) Sweep(ctx context.Context) (int, error) {
+	if err := b.check(ctx); err != nil {
+		return 0, err
+	}
+	if p := b.failed.Load(); p != nil {
+		return 0, *p
+	}
+	if b.ttl < 0 {
+		return 0, nil
+	}
+	total := 0
+	for {
+		var n int
+		err := b.db.Update(func(tx *buntdb.Tx) error {
+			var err error
+			n, err = b.sweepTx(tx)
+			return err
+		})
+		if err != nil {
+			return total, b.wrap(err)
+		}
+		total += n
+		if n > 0 {
+			b.writes.Add(1)
+			if b.durable {
+				if err := b.syncFile(false); err != nil {
+					b.fail(err)
+					return total, err
+				}
+			}
+		}
+		if n < sweepBatch {
+			return total, nil
+		}
+		if err := b.check(ctx); err != nil {
+			return total, err
+		}
+	}
+}
+
+// keySweep is the per-key state of one sweep transaction.
+type keySweep struct {
+	n   uint64
+	top uint64
+}
+
+func (b *Bunt) sweepTx(tx *buntdb.Tx) (int, error) {
+	cutoff := b.cutoff()
+	type victim struct {
+		id  uint64
+		key string
+	}
+	var victims []victim
+	var bad error
+	err := tx.AscendRange("", logFirst, logEnd, func(k, v string) bool {
+		id, _ := logID(k)
+		r, ok := decodeEvent(v)
+		if !ok {
+			bad = b.corruptID(id)
+			return false
+		}
+		if r.time > cutoff {
+			return false
+		}
+		victims = append(victims, victim{id, r.key})
+		return len(victims) < sweepBatch
+	})
+	if err == nil {
+		err = bad
+	}
+	if err != nil || len(victims) == 0 {
+		return 0, err
+	}
+	perKey := make(map[string]*keySweep)
+	for _, v := range victims {
+		if err := deleteIfExists(tx, logKey(v.id)); err != nil {
+			return 0, err
+		}
+		if err := deleteIfExists(tx, indexKey(v.key, v.id)); err != nil {
+			return 0, err
+		}
+		ks := perKey[v.key]
+		if ks == nil {
+			ks = &keySweep{}
+			perKey[v.key] = ks
+		}
+		ks.n++
+		ks.top = v.id
+	}
+	for key, ks := range perKey {
+		m, err := b.meta(tx, key)
+		if err != nil {
+			return 0, err
+		}
+		if m.count <= ks.n {
+			// Nothing retained: forget the key. Its dropped is at most the
+			// floor set below, which Retention reports for keys without
+			// metadata.
+			if err := deleteIfExists(tx, metaKey(key)); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		m.count -= ks.n
+		m.dropped = max(m.dropped, ks.top)
+		if _, _, err := tx.Set(metaKey(key), m.encode(), nil); err != nil {
+			return 0, err
+		}
+	}
+	// The log is walked in id order and everything older was swept or
+	// trimmed before, so every id up to the last victim is gone.
+	floor := max(b.floor, victims[len(victims)-1].id)
+	if _, _, err := tx.Set(keyFloor, encodeUvarint(floor), nil); err != nil {
+		return 0, err
+	}
+	// The newest event may be among the victims: keep the last id.
+	if _, _, err := tx.Set(keyLast, encodeLast(b.next, b.lastTime), nil); err != nil {
+		return 0, err
+	}
+	b.floor = floor
+	return len(victims), nil
+}
+
+// Shrink rewrites the file without deleted and overwritten records, then
+// fsyncs it. buntdb does this by itself once the file has doubled since the
+// last rewrite (and is at least autoShrinkMinSize); call it to shrink now. It
+// does nothing for memory stores.
+func (b *Bunt) Shrink() error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	if b.path == "" {
+		return nil
+	}
+	if err := b.db.Shrink(); err != nil && !errors.Is(err, buntdb.ErrShrinkInProcess) {
+		return b.wrap(err)
+	}
+	b.writes.Add(1)
+	return b.syncFile(false)
+}
+
+// Close implements Store: it stops the sweeper, marks the file clean, fsyncs
+// it (whatever the policy) and closes it.
+func (b *Bunt) Close() error {
+	if !b.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	b.stop()
+	b.wg.Wait()
+	if b.durable {
+		// Wait for Appends between commit and fsync.
+		b.rmu.Lock()
+		defer b.rmu.Unlock()
+	}
+	var errs []error
+	if b.path != "" {
+		// A store that failed to fsync is not clean: its next open repairs.
+		if b.failed.Load() == nil {
+			err := b.db.Update(func(tx *buntdb.Tx) error {
+				_, _, err := tx.Set(keyClean, "", nil)
+				return err
+			})
+			if err != nil {
+				errs = append(errs, b.wrap(err))
+			} else {
+				b.writes.Add(1)
+			}
+		}
+		if err := b.syncFile(false); err != nil {
+			errs = append(errs, err)
+		}
+		b.fmu.Lock()
+		if err := b.syncf.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("store: close %s: %w", b.path, err))
+		}
+		b.syncf = nil
+		b.fmu.Unlock()
+	}
+	if err := b.db.Close(); err != nil {
+		errs = append(errs, b.wrap(err))
+	}
+	if b.lock != nil {
+		// Last: the file is free once buntdb has let go of it.
+		if err := b.lock.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("store: unlock %s: %w", b.path, err))
+		}
+	}
+	return errors.Join(errs...)
+}
