@@ -1,0 +1,274 @@
+// Package engine is the sseloop server: a gnet event handler that parses
+// HTTP with httpparse, parks streams in per-loop subscriber sets, and fans
+// out events read from a store.Store by one ticker goroutine.
+//
+// The one rule: everything a connection owns (its conn state, its timer, the
+// loop's subscriber sets and timer wheel) is touched only on that
+// connection's event-loop goroutine. Other goroutines (the ticker, the store
+// workers) hand work to a loop with gnet's EventLoop.Execute, and never call
+// the store from a loop.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/sseloop/sseloop/httpparse"
+	"github.com/sseloop/sseloop/store"
+)
+
+// Engine is one sseloop server. Create it with New, start it with Run.
+type Engine struct {
+	gnet.BuiltinEventEngine
+
+	cfg Config
+	st  store.Store
+	log *slog.Logger
+	m   *engineMetrics
+	lim httpparse.Limits
+
+	gnetEng gnet.Engine // set in OnBoot
+	addr    atomic.Pointer[net.TCPAddr]
+	ready   chan struct{}
+
+	loopsMu sync.Mutex
+	loopMap map[gnet.EventLoop]*loop
+	loops   atomic.Pointer[[]*loop] // copy-on-write snapshot for the ticker
+
+	interest interest
+	wake     chan struct{} // a local trigger wakes the ticker
+
+	appendQ chan *appendJob
+	workQ   chan func(context.Context)
+
+	stopping atomic.Bool
+}
+
+// New checks cfg, fills in defaults and returns an engine that serves
+// subscriptions and triggers from st. The caller owns st and closes it after
+// Run returns.
+func New(cfg Config, st store.Store) (*Engine, error) {
+	if st == nil {
+		return nil, errors.New("engine: nil store")
+	}
+	if err := cfg.fillDefaults(); err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		cfg:     cfg,
+		st:      st,
+		log:     cfg.Logger,
+		m:       newEngineMetrics(),
+		ready:   make(chan struct{}),
+		loopMap: make(map[gnet.EventLoop]*loop),
+		wake:    make(chan struct{}, 1),
+		appendQ: make(chan *appendJob, appendQueueLen),
+		workQ:   make(chan func(context.Context), workQueueLen),
+		lim: httpparse.Limits{
+			MaxHeadBytes: cfg.Limits.MaxHeadBytes,
+			MaxHeaders:   cfg.Limits.MaxHeaders,
+			MaxURIBytes:  cfg.Limits.MaxURIBytes,
+		},
+	}
+	e.interest.m = make(map[string]int32)
+	empty := []*loop{}
+	e.loops.Store(&empty)
+	return e, nil
+}
+
+// Config returns the effective configuration, defaults filled in.
+func (e *Engine) Config() Config { return e.cfg }
+
+// Ready is closed once the engine listens; Addr is valid from then on.
+func (e *Engine) Ready() <-chan struct{} { return e.ready }
+
+// Addr returns the address the engine listens on (nil before Ready).
+func (e *Engine) Addr() *net.TCPAddr { return e.addr.Load() }
+
+const (
+	appendQueueLen = 4096 // triggers waiting for the appender; beyond it: 503
+	workQueueLen   = 4096 // replays, readiness checks, metrics; beyond it: 503
+	workers        = 4    // goroutines serving workQ (store reads)
+	stopTimeout    = 5 * time.Second
+)
+
+// Run serves until ctx is cancelled, then stops accepting, closes every
+// connection and returns nil. It returns an error if the engine cannot start
+// (for example the address is in use). Run may be called once.
+func (e *Engine) Run(ctx context.Context) error {
+	last, err := e.st.LastID(ctx)
+	if err != nil {
+		return fmt.Errorf("engine: read last event id: %w", err)
+	}
+	wctx, cancelWorkers := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2 + workers)
+	go func() { defer wg.Done(); e.runTicker(wctx, last) }()
+	go func() { defer wg.Done(); e.runAppender(wctx) }()
+	for range workers {
+		go func() { defer wg.Done(); e.runWorker(wctx) }()
+	}
+	defer func() {
+		cancelWorkers()
+		wg.Wait()
+	}()
+
+	loops := e.numLoops()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- gnet.Run(e, "tcp://"+e.cfg.Listen,
+			gnet.WithNumEventLoop(loops),
+			gnet.WithReusePort(e.cfg.ReusePort),
+			gnet.WithReuseAddr(true),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithLogger(gnetLogger{e.log}),
+		)
+	}()
+	select {
+	case err := <-errc:
+		if err == nil {
+			err = errors.New("engine: gnet stopped unexpectedly")
+		}
+		return fmt.Errorf("engine: serve %s: %w", e.cfg.Listen, err)
+	case <-ctx.Done():
+	}
+	e.stopping.Store(true)
+	// gnetEng is written in OnBoot, which closes ready: wait for it (or for
+	// gnet to fail) before touching the engine.
+	select {
+	case <-e.ready:
+	case err := <-errc:
+		if err != nil {
+			return fmt.Errorf("engine: serve %s: %w", e.cfg.Listen, err)
+		}
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	if err := e.gnetEng.Stop(sctx); err != nil {
+		e.log.Warn("engine: stop", "err", err)
+	}
+	if err := <-errc; err != nil {
+		e.log.Warn("engine: gnet returned", "err", err)
+	}
+	return nil
+}
+
+func (e *Engine) numLoops() int {
+	if e.cfg.Loops > 0 {
+		return e.cfg.Loops
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// OnBoot records the engine handle and the bound address.
+func (e *Engine) OnBoot(eng gnet.Engine) gnet.Action {
+	e.gnetEng = eng
+	fd, err := eng.Dup()
+	if err == nil {
+		sa, serr := syscall.Getsockname(fd)
+		_ = syscall.Close(fd)
+		if serr == nil {
+			switch a := sa.(type) {
+			case *syscall.SockaddrInet4:
+				e.addr.Store(&net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port})
+			case *syscall.SockaddrInet6:
+				e.addr.Store(&net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port})
+			}
+		}
+	}
+	l := e.cfg.Limits
+	attrs := append([]any{"addr", e.addr.Load().String(), "loops", e.numLoops(), "max_conns", l.MaxConns,
+		"heartbeat", e.cfg.Heartbeat, "poll", e.cfg.Poll, "max_body_bytes", l.MaxBodyBytes,
+		"max_outbound_bytes", l.MaxOutboundBytes, "header_timeout", l.HeaderTimeout}, e.cfg.StartupAttrs...)
+	e.log.Info("sseloop listening", attrs...)
+	close(e.ready)
+	return gnet.None
+}
+
+// loopFor returns the state of gnet loop el, creating it on first use. Called
+// on el's goroutine (OnOpen); the lock guards the map against other loops.
+func (e *Engine) loopFor(el gnet.EventLoop) *loop {
+	e.loopsMu.Lock()
+	defer e.loopsMu.Unlock()
+	if l := e.loopMap[el]; l != nil {
+		return l
+	}
+	l := newLoop(e, el)
+	e.loopMap[el] = l
+	next := append(append([]*loop(nil), *e.loops.Load()...), l)
+	e.loops.Store(&next)
+	return l
+}
+
+// OnOpen admits a connection, or answers 503 when the server is full.
+func (e *Engine) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	if e.m.conns.Add(1) > int64(e.cfg.Limits.MaxConns) || e.stopping.Load() {
+		e.m.conns.Add(-1)
+		e.m.httpError(503)
+		e.m.closed("over_limit")
+		return respOverLimit, gnet.Close
+	}
+	e.m.accepted.Inc()
+	l := e.loopFor(gc.EventLoop())
+	c := &conn{gc: gc, l: l}
+	c.fire = c.onTimer
+	gc.SetContext(c)
+	l.armIdle(c)
+	return nil, gnet.None
+}
+
+// OnClose drops the connection from its subscriber sets and timer wheel.
+func (e *Engine) OnClose(gc gnet.Conn, err error) gnet.Action {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		return gnet.None
+	}
+	c.l.drop(c)
+	reason := c.closeReason.String()
+	if reason == "" {
+		reason = "client"
+		if err != nil && !isPeerGone(err) {
+			reason = "error"
+		}
+	}
+	e.m.closed(reason)
+	e.m.conns.Add(-1)
+	return gnet.None
+}
+
+// OnTraffic serves the bytes that arrived on a connection.
+func (e *Engine) OnTraffic(gc gnet.Conn) gnet.Action {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		return gnet.Close
+	}
+	if c.l.serve(c) {
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+func isPeerGone(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		strings.Contains(err.Error(), "EOF")
+}
+
+// gnetLogger sends gnet's own logs to slog.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error("gnet: fatal: " + fmt.Sprintf(f, a...)) }

@@ -1,0 +1,238 @@
+package engine
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sseloop/sseloop/store"
+)
+
+// testServer is a real engine on 127.0.0.1:0 with an in-memory store.
+type testServer struct {
+	e    *Engine
+	st   store.Store
+	addr string
+}
+
+// startServer starts an engine; mutate adjusts the config first. The server
+// stops when the test ends.
+func startServer(t *testing.T, mutate func(*Config)) *testServer {
+	t.Helper()
+	st, err := store.OpenBunt(":memory:", store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startServerWithStore(t, st, mutate)
+}
+
+func startServerWithStore(t *testing.T, st store.Store, mutate func(*Config)) *testServer {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Loops = 2
+	cfg.Tick = 10 * time.Millisecond
+	cfg.Poll = 20 * time.Millisecond
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	e, err := New(cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	select {
+	case <-e.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("engine did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("engine did not start in 10s")
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		_ = st.Close()
+	})
+	return &testServer{e: e, st: st, addr: e.Addr().String()}
+}
+
+func (s *testServer) url(path string) string { return "http://" + s.addr + path }
+
+// trigger publishes data to key with net/http and returns the event id.
+func (s *testServer) trigger(t *testing.T, key, event, data string) uint64 {
+	t.Helper()
+	u := s.url("/trigger/" + key)
+	if event != "" {
+		u += "?event=" + event
+	}
+	resp, err := http.Post(u, "text/plain", strings.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("trigger %s: %d %s", key, resp.StatusCode, body)
+	}
+	var id uint64
+	if _, err := fmt.Sscanf(string(body), `{"id":"%d"}`, &id); err != nil {
+		t.Fatalf("trigger answer %q: %v", body, err)
+	}
+	return id
+}
+
+// sseEvent is one parsed SSE event, or a comment when Comment is set.
+type sseEvent struct {
+	ID, Event, Data string
+	HasID           bool
+	Comment         bool
+}
+
+// sseStream reads an event stream over a raw TCP connection.
+type sseStream struct {
+	t      *testing.T
+	conn   net.Conn
+	r      *bufio.Reader
+	Status int
+	Header http.Header
+}
+
+// openSSE sends a GET for path with extra header lines and reads the
+// response head.
+func openSSE(t *testing.T, addr, path string, headers ...string) *sseStream {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	req := "GET " + path + " HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n"
+	for _, h := range headers {
+		req += h + "\r\n"
+	}
+	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	s := &sseStream{t: t, conn: conn, r: bufio.NewReader(conn)}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(s.r, nil)
+	if err != nil {
+		t.Fatalf("read response head: %v", err)
+	}
+	s.Status, s.Header = resp.StatusCode, resp.Header
+	if resp.StatusCode == 200 {
+		// The body is close-delimited: keep reading from s.r directly.
+		return s
+	}
+	resp.Body.Close()
+	return s
+}
+
+// next returns the next event or comment, failing the test after 10s.
+func (s *sseStream) next() sseEvent {
+	s.t.Helper()
+	ev, err := s.read(10 * time.Second)
+	if err != nil {
+		s.t.Fatalf("read event: %v", err)
+	}
+	return ev
+}
+
+// nextEvent skips comments and "retry" blocks and returns the next event.
+func (s *sseStream) nextEvent() sseEvent {
+	s.t.Helper()
+	for {
+		ev := s.next()
+		if !ev.Comment {
+			return ev
+		}
+	}
+}
+
+func (s *sseStream) read(timeout time.Duration) (sseEvent, error) {
+	_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
+	var ev sseEvent
+	var data []string
+	seen := false
+	for {
+		line, err := s.r.ReadString('\n')
+		if err != nil {
+			return ev, err
+		}
+		line = strings.TrimSuffix(line, "\n")
+		if line == "" {
+			if !seen {
+				continue
+			}
+			ev.Data = strings.Join(data, "\n")
+			return ev, nil
+		}
+		if strings.HasPrefix(line, ":") {
+			if !seen {
+				return sseEvent{Comment: true, Data: line}, nil
+			}
+			continue
+		}
+		name, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch name {
+		case "retry":
+			ev = sseEvent{Comment: true, Data: line}
+			seen = false
+			if _, err := s.r.ReadString('\n'); err != nil {
+				return ev, err
+			}
+			return ev, nil
+		case "id":
+			ev.ID, ev.HasID = value, true
+		case "event":
+			ev.Event = value
+		case "data":
+			data = append(data, value)
+		}
+		seen = true
+	}
+}
+
+// rawExchange writes raw bytes on a new connection and returns everything the
+// server sends until it closes the connection (or 5s pass).
+func rawExchange(t *testing.T, addr string, raw string) string {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, _ := io.ReadAll(conn)
+	return string(b)
+}
+
+func mustID(t *testing.T, s string) uint64 {
+	t.Helper()
+	id, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		t.Fatalf("bad id %q", s)
+	}
+	return id
+}
+
+func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }

@@ -1,0 +1,251 @@
+package engine
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/sseloop/sseloop/httpparse"
+	"github.com/sseloop/sseloop/timerwheel"
+)
+
+// loop is the state of one gnet event loop. Every field except tickQueued is
+// owned by that loop's goroutine.
+type loop struct {
+	e  *Engine
+	el gnet.EventLoop
+
+	wheel *timerwheel.Wheel
+	now   int64 // loop clock in unix nanoseconds, refreshed by every task
+	sets  map[string]*keySet
+
+	req  httpparse.Request // parser state, reused for every request on this loop
+	out  []byte            // response scratch
+	body []byte            // decoded chunked bodies
+	keys [][]byte          // decoded subscription keys
+
+	// counters batched per task and flushed to the shared metrics, so that a
+	// fan-out to 10,000 streams costs one atomic add, not 10,000.
+	delivered, written, heartbeats int
+
+	tickQueued atomic.Bool // a wheel tick is queued; the ticker skips one
+}
+
+// keySet is a loop's subscribers of one key: an intrusive list of the subs
+// embedded in each conn, so joining and leaving allocate nothing.
+type keySet struct {
+	key  string
+	head *sub
+	n    int
+}
+
+// sub is one conn's membership of one keySet.
+type sub struct {
+	next, prev *sub
+	c          *conn
+	ks         *keySet
+}
+
+func newLoop(e *Engine, el gnet.EventLoop) *loop {
+	now := time.Now()
+	// Enough slots that every heartbeat and header timeout is less than one
+	// revolution away, so Advance never walks timers that are not due.
+	slots := int(max(e.cfg.Heartbeat, e.cfg.Limits.IdleTimeout, e.cfg.Limits.HeaderTimeout)/e.cfg.Tick) + 1
+	slots = min(max(slots, 64), 1<<16)
+	return &loop{
+		e:     e,
+		el:    el,
+		wheel: timerwheel.New(e.cfg.Tick, slots, now),
+		now:   now.UnixNano(),
+		sets:  make(map[string]*keySet),
+	}
+}
+
+// execute runs fn on the loop's goroutine. It fails only while the engine
+// shuts down, when there is nothing left to do.
+func (l *loop) execute(fn func()) {
+	_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		fn()
+		return nil
+	}))
+}
+
+// advance moves the loop clock and its timer wheel to now.
+func (l *loop) advance(now time.Time) {
+	l.now = now.UnixNano()
+	l.wheel.Advance(now)
+	l.flushCounters()
+}
+
+func (l *loop) flushCounters() {
+	m := l.e.m
+	if l.delivered > 0 {
+		m.delivered.Add(l.delivered)
+		l.delivered = 0
+	}
+	if l.written > 0 {
+		m.bytes.Add(l.written)
+		l.written = 0
+	}
+	if l.heartbeats > 0 {
+		m.heartbeats.Add(l.heartbeats)
+		l.heartbeats = 0
+	}
+}
+
+// join adds c to the subscriber sets of keys. keys are distinct and valid.
+func (l *loop) join(c *conn, keys [][]byte) {
+	c.subs = make([]sub, len(keys))
+	l.e.m.subs.Add(1)
+	for i, k := range keys {
+		ks := l.sets[string(k)] // no allocation for the lookup
+		if ks == nil {
+			ks = &keySet{key: string(k)}
+			l.sets[ks.key] = ks
+			l.e.interest.add(ks.key)
+			l.e.m.keysActive.Add(1)
+		}
+		s := &c.subs[i]
+		s.c, s.ks, s.next = c, ks, ks.head
+		if ks.head != nil {
+			ks.head.prev = s
+		}
+		ks.head = s
+		ks.n++
+	}
+}
+
+// drop removes c from its sets and the wheel. Called from OnClose.
+func (l *loop) drop(c *conn) {
+	c.timer.Stop()
+	if c.subs != nil {
+		l.e.m.subs.Add(-1)
+	}
+	c.phase = phaseClosed
+	for i := range c.subs {
+		s := &c.subs[i]
+		ks := s.ks
+		if s.prev != nil {
+			s.prev.next = s.next
+		} else {
+			ks.head = s.next
+		}
+		if s.next != nil {
+			s.next.prev = s.prev
+		}
+		s.next, s.prev = nil, nil
+		ks.n--
+		if ks.n == 0 {
+			delete(l.sets, ks.key)
+			l.e.interest.remove(ks.key)
+			l.e.m.keysActive.Add(-1)
+		}
+	}
+	c.subs = nil
+	c.pending = nil
+}
+
+// batch is a set of encoded frames that every loop writes to its own
+// subscribers. It is read-only once built: loops share it.
+type batch struct {
+	now    int64
+	frames []frame
+}
+
+type frame struct {
+	id  uint64
+	key string
+	b   []byte
+}
+
+// fanout writes each frame of b to this loop's subscribers of its key.
+func (l *loop) fanout(b *batch) {
+	start := time.Now()
+	l.now = max(l.now, b.now)
+	for i := range b.frames {
+		f := &b.frames[i]
+		ks := l.sets[f.key]
+		if ks == nil {
+			continue
+		}
+		for s := ks.head; s != nil; {
+			// A failed write closes c at once (OnClose unlinks c's subs), so
+			// take next first. next is another conn's: keys of one conn are
+			// distinct, so c never owns two nodes of one list.
+			next := s.next
+			c := s.c
+			if c.pending != nil {
+				c.pending.frames = append(c.pending.frames, f)
+			} else if f.id > c.lastID {
+				l.send(c, f.b, f.id)
+			}
+			s = next
+		}
+	}
+	l.flushCounters()
+	l.e.m.fanout.UpdateDuration(start)
+}
+
+// send writes one event frame to stream c and evicts c if it is not reading.
+func (l *loop) send(c *conn, b []byte, id uint64) {
+	if c.phase != phaseStream {
+		return
+	}
+	if id > c.lastID {
+		c.lastID = id
+	}
+	l.write(c, b)
+	l.delivered++
+	l.checkOutbound(c)
+}
+
+// write writes b to c and records the time for the heartbeat.
+func (l *loop) write(c *conn, b []byte) {
+	c.lastWrite = l.now
+	l.written += len(b)
+	_, _ = c.gc.Write(b)
+}
+
+// checkOutbound evicts a stream whose unsent data exceeds the limit: a
+// client that stopped reading must not make the server hold unbounded
+// memory. It reconnects with Last-Event-ID and replays what it missed.
+func (l *loop) checkOutbound(c *conn) {
+	if c.phase == phaseStream && c.gc.OutboundBuffered() > l.e.cfg.Limits.MaxOutboundBytes {
+		l.e.m.slowEvicted.Inc()
+		l.close(c, reasonSlowConsumer)
+	}
+}
+
+// close closes c after its pending output, from any point on the loop.
+func (l *loop) close(c *conn, reason closeReason) {
+	if c.phase == phaseClosed || c.phase == phaseClosing {
+		return
+	}
+	c.phase = phaseClosing
+	c.closeReason = reason
+	_ = c.gc.Close()
+}
+
+// interest is the set of keys with a subscriber on any loop, so the ticker
+// encodes only events somebody will receive. Loops update it only when a key
+// gains its first or loses its last subscriber on that loop.
+type interest struct {
+	mu sync.RWMutex
+	m  map[string]int32
+}
+
+func (in *interest) add(key string) {
+	in.mu.Lock()
+	in.m[key]++
+	in.mu.Unlock()
+}
+
+func (in *interest) remove(key string) {
+	in.mu.Lock()
+	if in.m[key]--; in.m[key] <= 0 {
+		delete(in.m, key)
+	}
+	in.mu.Unlock()
+}

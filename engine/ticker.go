@@ -1,0 +1,303 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/sseloop/sseloop/store"
+)
+
+// feedPage is how many events one change-feed read returns at most.
+const feedPage = 512
+
+// runTicker is the engine's one store-polling goroutine. Every Tick it
+// advances each loop's timer wheel; every Poll, or at once when a local
+// trigger wakes it, it reads the change feed after cursor, encodes each event
+// somebody here subscribes to once, and hands every loop one fan-out task.
+func (e *Engine) runTicker(ctx context.Context, cursor uint64) {
+	tick := time.NewTicker(e.cfg.Tick)
+	defer tick.Stop()
+	poll := time.NewTicker(e.cfg.Poll)
+	defer poll.Stop()
+	var backoff time.Duration
+	var retryAt time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			e.tickLoops(now)
+			continue
+		case <-poll.C:
+		case <-e.wake:
+		}
+		if backoff > 0 && time.Now().Before(retryAt) {
+			continue
+		}
+		next, err := e.pollFeed(ctx, cursor)
+		cursor = next
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			e.m.storeErr.Inc()
+			backoff = min(max(2*backoff, e.cfg.Poll), 5*time.Second)
+			retryAt = time.Now().Add(backoff)
+			e.log.Warn("change feed read failed; retrying", "err", err, "backoff", backoff)
+			continue
+		}
+		backoff = 0
+	}
+}
+
+// tickLoops queues one wheel tick per loop, skipping a loop whose previous
+// tick has not run yet (a loop busy with a huge fan-out must not collect a
+// backlog of ticks).
+func (e *Engine) tickLoops(now time.Time) {
+	for _, l := range *e.loops.Load() {
+		if !l.tickQueued.CompareAndSwap(false, true) {
+			continue
+		}
+		l.execute(func() {
+			l.tickQueued.Store(false)
+			l.advance(now)
+		})
+	}
+}
+
+// pollFeed delivers every event after cursor and returns the new cursor.
+func (e *Engine) pollFeed(ctx context.Context, cursor uint64) (uint64, error) {
+	start := time.Now()
+	defer e.m.tick.UpdateDuration(start)
+	for {
+		rs := time.Now()
+		evs, err := e.st.After(ctx, cursor, feedPage)
+		e.m.storeRd.UpdateDuration(rs)
+		if err != nil {
+			return cursor, err
+		}
+		if len(evs) == 0 {
+			return cursor, nil
+		}
+		cursor = evs[len(evs)-1].ID
+		if b := e.encode(evs); b != nil {
+			for _, l := range *e.loops.Load() {
+				l.execute(func() { l.fanout(b) })
+			}
+		}
+		if len(evs) < feedPage {
+			return cursor, nil
+		}
+	}
+}
+
+// encode builds one frame per event that has a subscriber on some loop. The
+// bytes are built once and shared by every loop and subscriber.
+func (e *Engine) encode(evs []store.Event) *batch {
+	var buf []byte
+	type span struct {
+		id       uint64
+		key      string
+		from, to int
+	}
+	var spans []span
+	var poke []byte
+	e.interest.mu.RLock()
+	for i := range evs {
+		ev := &evs[i]
+		if e.interest.m[ev.Key] == 0 {
+			continue
+		}
+		from := len(buf)
+		buf = appendEventFrame(buf, ev, &poke)
+		spans = append(spans, span{ev.ID, ev.Key, from, len(buf)})
+	}
+	e.interest.mu.RUnlock()
+	if len(spans) == 0 {
+		return nil
+	}
+	b := &batch{now: time.Now().UnixNano(), frames: make([]frame, len(spans))}
+	for i, s := range spans {
+		b.frames[i] = frame{id: s.id, key: s.key, b: buf[s.from:s.to:s.to]}
+	}
+	return b
+}
+
+// appendEventFrame encodes ev, rendering a poke (empty data) as its JSON.
+func appendEventFrame(dst []byte, ev *store.Event, scratch *[]byte) []byte {
+	data := ev.Data
+	if len(data) == 0 {
+		*scratch = AppendPoke((*scratch)[:0], ev.Key, ev.ID, ev.Time)
+		data = *scratch
+	}
+	return AppendFrame(dst, ev.ID, ev.Name, data)
+}
+
+// appendJob is one trigger request waiting for the appender.
+type appendJob struct {
+	l   *loop
+	c   *conn
+	evs []store.Event // POST /trigger/{key}
+	raw []byte        // POST /trigger: the JSON batch, parsed off the loop
+
+	first, n int // the job's events in the appender's combined batch
+	resp     []byte
+}
+
+// maxAppendJobs bounds how many waiting triggers one store append combines.
+// Combining is what makes store.sync=always affordable: one fsync commits
+// every trigger that arrived while the previous one ran.
+const maxAppendJobs = 256
+
+// runAppender appends triggered events to the store, combining the triggers
+// that wait into one Append, and answers each on its connection's loop.
+func (e *Engine) runAppender(ctx context.Context) {
+	var jobs []*appendJob
+	var evs []store.Event
+	for {
+		jobs = jobs[:0]
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-e.appendQ:
+			jobs = append(jobs, j)
+		}
+	gather:
+		for len(jobs) < maxAppendJobs {
+			select {
+			case j := <-e.appendQ:
+				jobs = append(jobs, j)
+			default:
+				break gather
+			}
+		}
+		evs = evs[:0]
+		for _, j := range jobs {
+			if j.raw != nil {
+				parsed, err := e.parseBatch(j.raw)
+				if err != nil {
+					j.resp = appendResponse(nil, 400, "text/plain; charset=utf-8", []byte(err.Error()+"\n"), false, false)
+					e.m.httpError(400)
+					continue
+				}
+				j.evs = parsed
+			}
+			j.first, j.n = len(evs), len(j.evs)
+			evs = append(evs, j.evs...)
+		}
+		var err error
+		if len(evs) > 0 {
+			err = e.st.Append(ctx, evs)
+		}
+		if err != nil {
+			e.m.storeErr.Inc()
+			e.log.Warn("store append failed", "err", err, "events", len(evs))
+		} else if len(evs) > 0 {
+			e.m.published.Add(len(evs))
+			select {
+			case e.wake <- struct{}{}:
+			default:
+			}
+		}
+		for _, j := range jobs {
+			keep := true
+			switch {
+			case j.resp != nil:
+				keep = false
+			case err != nil:
+				e.m.httpError(503)
+				j.resp = appendResponse(nil, 503, "text/plain; charset=utf-8", []byte("store unavailable\n"), false, false)
+				keep = false
+			default:
+				j.resp = appendIDs(j.c, evs[j.first:j.first+j.n], j.raw != nil)
+			}
+			l, c, resp := j.l, j.c, j.resp
+			l.execute(func() { l.finish(c, resp, keep) })
+		}
+	}
+}
+
+// appendIDs renders the 200 answer of a trigger: {"id":"N"} for one event,
+// {"ids":["N",…]} for a batch.
+func appendIDs(c *conn, evs []store.Event, isBatch bool) []byte {
+	var body []byte
+	if isBatch {
+		body = append(body, `{"ids":[`...)
+		for i := range evs {
+			if i > 0 {
+				body = append(body, ',')
+			}
+			body = append(body, '"')
+			body = strconv.AppendUint(body, evs[i].ID, 10)
+			body = append(body, '"')
+		}
+		body = append(body, "]}\n"...)
+	} else {
+		body = append(body, `{"id":"`...)
+		body = strconv.AppendUint(body, evs[0].ID, 10)
+		body = append(body, "\"}\n"...)
+	}
+	return appendResponse(nil, 200, "application/json", body, c.keepAlive, c.http10)
+}
+
+// batchRequest is the body of POST /trigger.
+type batchRequest struct {
+	Events []struct {
+		Key   string          `json:"key"`
+		Event string          `json:"event"`
+		Data  json.RawMessage `json:"data"`
+	} `json:"events"`
+}
+
+// parseBatch decodes and checks a POST /trigger body. data may be a JSON
+// string (sent as is), any other JSON value (sent as its JSON text), or
+// absent/null (a poke). Error messages never quote the input.
+func (e *Engine) parseBatch(raw []byte) ([]store.Event, error) {
+	var br batchRequest
+	if err := json.Unmarshal(raw, &br); err != nil {
+		return nil, errors.New("invalid JSON batch")
+	}
+	if len(br.Events) == 0 {
+		return nil, errors.New("empty batch")
+	}
+	if len(br.Events) > e.cfg.Limits.MaxBatchEvents {
+		return nil, errors.New("too many events in batch")
+	}
+	evs := make([]store.Event, len(br.Events))
+	for i, in := range br.Events {
+		if !validKey([]byte(in.Key)) {
+			return nil, errors.New("invalid key at events[" + strconv.Itoa(i) + "]")
+		}
+		if !validEventName([]byte(in.Event)) {
+			return nil, errors.New("invalid event name at events[" + strconv.Itoa(i) + "]")
+		}
+		evs[i] = store.Event{Key: in.Key, Name: in.Event}
+		switch d := in.Data; {
+		case len(d) == 0 || string(d) == "null":
+		case d[0] == '"':
+			var s string
+			if err := json.Unmarshal(d, &s); err != nil {
+				return nil, errors.New("invalid data at events[" + strconv.Itoa(i) + "]")
+			}
+			evs[i].Data = []byte(s)
+		default:
+			evs[i].Data = append([]byte(nil), d...)
+		}
+	}
+	return evs, nil
+}
+
+// runWorker serves store reads for requests: replays, readiness, metrics.
+func (e *Engine) runWorker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case job := <-e.workQ:
+			job(ctx)
+		}
+	}
+}
