@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yaml")
+	yaml := "heartbeat: 10s\npoll: 50ms\nstore:\n  path: /from/file\n  sync: never\nlimits:\n  max_keys: 7\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"SSELOOP_POLL=75ms", "SSELOOP_STORE__PATH=/from/env", "UNRELATED=1"}
+	args := []string{"--config", file, "--store.path", "/from/flag", "--listen", "127.0.0.1:9999"}
+	cfg, _, _, err := loadConfig(args, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"default retry", cfg.Engine.Retry, 3 * time.Second},
+		{"file heartbeat", cfg.Engine.Heartbeat, 10 * time.Second},
+		{"file sync", cfg.Store.Sync, "never"},
+		{"file nested int", cfg.Engine.Limits.MaxKeys, 7},
+		{"env over file", cfg.Engine.Poll, 75 * time.Millisecond},
+		{"flag over env", cfg.Store.Path, "/from/flag"},
+		{"flag", cfg.Engine.Listen, "127.0.0.1:9999"},
+		{"default nested", cfg.History.MaxEvents, 1000},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestInvalidValueNamesTheKey(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  []string
+		yaml string
+		key  string
+	}{
+		{name: "flag_duration", args: []string{"--heartbeat", "banana"}, key: "heartbeat"},
+		{name: "env_duration", env: []string{"SSELOOP_HEARTBEAT=banana"}, key: "heartbeat"},
+		{name: "file_duration", yaml: "limits:\n  header_timeout: soon\n", key: "header_timeout"},
+		{name: "bare_number_duration", yaml: "heartbeat: 30\n", key: "heartbeat"},
+		{name: "env_int", env: []string{"SSELOOP_LIMITS__MAX_KEYS=lots"}, key: "max_keys"},
+		{name: "unknown_key", yaml: "hearbeat: 30s\n", key: "hearbeat"},
+		{name: "log_level", args: []string{"--log.level", "loud"}, key: "log.level"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			if tt.yaml != "" {
+				file := filepath.Join(t.TempDir(), "c.yaml")
+				if err := os.WriteFile(file, []byte(tt.yaml), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--config", file)
+			}
+			_, _, _, err := loadConfig(args, tt.env)
+			if err == nil || !strings.Contains(err.Error(), tt.key) {
+				t.Fatalf("err = %v, want it to name %q", err, tt.key)
+			}
+		})
+	}
+}
+
+func TestPrintConfig(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run([]string{"--print-config", "--heartbeat", "15s"}, nil, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"heartbeat: 15s", "listen: :8080", "max_events: 1000", "sync: everysecond"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("print-config lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestExampleConfigIsComplete(t *testing.T) {
+	// Why: configs/sseloop.yaml is the documentation of every key; a key
+	// added to the code but not the file would be undocumented.
+	b, err := os.ReadFile("../../configs/sseloop.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaults := map[string]any{}
+	_, _, k, err := loadConfig([]string{"--config", "../../configs/sseloop.yaml"}, nil)
+	if err != nil {
+		t.Fatalf("the example config does not load: %v", err)
+	}
+	_ = k
+	flattenDefaults(defaults)
+	for key := range defaults {
+		leaf := key[strings.LastIndex(key, ".")+1:]
+		if !strings.Contains(string(b), leaf+":") {
+			t.Errorf("configs/sseloop.yaml does not document %s", key)
+		}
+	}
+}

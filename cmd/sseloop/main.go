@@ -1,0 +1,135 @@
+// Command sseloop runs the sseloop Server-Sent Events server.
+//
+//	sseloop [--config FILE] [--print-config] [--dotted.key VALUE ...]
+//	sseloop healthcheck [--config FILE] [--dotted.key VALUE ...]
+//
+// healthcheck asks the server configured the same way for GET /healthz and
+// exits 0 when it answers 200 (the container HEALTHCHECK: no curl needed).
+//
+// Configuration is merged from defaults, the YAML file, SSELOOP_* environment
+// variables and flags, in that order; see configs/sseloop.yaml.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/knadh/koanf/parsers/yaml"
+
+	"github.com/sseloop/sseloop/engine"
+	"github.com/sseloop/sseloop/store"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	healthcheck := len(args) > 0 && args[0] == "healthcheck"
+	if healthcheck {
+		args = args[1:]
+	}
+	cfg, opts, k, err := loadConfig(args, environ)
+	if err != nil {
+		fmt.Fprintln(stderr, "sseloop:", err)
+		return 2
+	}
+	if healthcheck {
+		return checkHealth(cfg.Engine.Listen, stderr)
+	}
+	if opts.printConfig {
+		b, err := k.Marshal(yaml.Parser())
+		if err != nil {
+			fmt.Fprintln(stderr, "sseloop:", err)
+			return 1
+		}
+		_, _ = stdout.Write(b)
+		return 0
+	}
+	log := newLogger(cfg.Log, stderr)
+	cfg.Engine.Logger = log
+	cfg.Engine.StartupAttrs = []any{"store", cfg.Store.Driver, "path", cfg.Store.Path, "sync", cfg.Store.Sync,
+		"history_max_events", cfg.History.MaxEvents, "history_ttl", cfg.History.TTL}
+
+	sync, err := store.ParseSync(cfg.Store.Sync)
+	if err != nil {
+		fmt.Fprintln(stderr, "sseloop: config: store.sync:", err)
+		return 2
+	}
+	st, err := store.Open(store.Config{
+		Driver: cfg.Store.Driver,
+		Path:   cfg.Store.Path,
+		Options: store.Options{
+			MaxEvents: cfg.History.MaxEvents,
+			TTL:       cfg.History.TTL,
+			Sync:      sync,
+		},
+	})
+	if err != nil {
+		log.Error("open store", "err", err)
+		return 1
+	}
+	eng, err := engine.New(cfg.Engine, st)
+	if err != nil {
+		_ = st.Close()
+		fmt.Fprintln(stderr, "sseloop:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	runErr := eng.Run(ctx)
+	if err := st.Close(); err != nil {
+		log.Error("close store", "err", err)
+		if runErr == nil {
+			return 1
+		}
+	}
+	if runErr != nil {
+		log.Error("serve", "err", runErr)
+		return 1
+	}
+	log.Info("sseloop stopped")
+	return 0
+}
+
+func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	hopts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, hopts))
+	}
+	return slog.New(slog.NewTextHandler(w, hopts))
+}
+
+// checkHealth asks the local server for /healthz.
+func checkHealth(listen string, stderr io.Writer) int {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		fmt.Fprintln(stderr, "sseloop healthcheck: listen:", err)
+		return 2
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	client := &http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
+	if err != nil {
+		fmt.Fprintln(stderr, "sseloop healthcheck:", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(stderr, "sseloop healthcheck: status", resp.StatusCode)
+		return 1
+	}
+	return 0
+}
