@@ -323,3 +323,16 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 }
+
+func TestDemoPage(t *testing.T) {
+	s := startServer(t, nil)
+	resp, err := http.Get(s.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/html; charset=utf-8" || !strings.Contains(string(b), "new EventSource(") {
+		t.Fatalf("status %d type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}

@@ -28,6 +28,16 @@ func (l *loop) route(c *conn, req *httpparse.Request, body []byte) (keep bool) {
 			return l.methodNotAllowed(c, "POST")
 		}
 		return l.trigger(c, req, body)
+	case string(path) == "/":
+		if !get {
+			return l.methodNotAllowed(c, "GET")
+		}
+		if req.KeepAlive && req.ProtoMinor == 1 {
+			l.write(c, demoResponses[1])
+			return true
+		}
+		l.write(c, demoResponses[0])
+		return false
 	case string(path) == "/healthz":
 		if !get && string(req.Method) != "HEAD" {
 			return l.methodNotAllowed(c, "GET, HEAD")
