@@ -1,0 +1,148 @@
+// Package e2e holds end-to-end tests that drive sseloop from outside, like a
+// user: a real browser against the real server.
+package e2e
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/sseloop/sseloop/engine"
+	"github.com/sseloop/sseloop/store"
+)
+
+// requireExternal is set by .ci/run: tests that need an external program
+// fail instead of skipping when it is missing.
+var requireExternal = os.Getenv("SSELOOP_REQUIRE_EXTERNAL") == "1"
+
+// chromiumPath finds Debian's chromium, or skips (fails in CI).
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if requireExternal {
+		t.Fatal("chromium not installed (SSELOOP_REQUIRE_EXTERNAL=1): apt-get install -y chromium")
+	}
+	t.Skip("chromium not installed: apt-get install -y chromium (set SSELOOP_REQUIRE_EXTERNAL=1 to fail instead)")
+	return ""
+}
+
+func startServer(t *testing.T) string {
+	t.Helper()
+	st, err := store.OpenBunt(":memory:", store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := engine.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	e, err := engine.New(cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	select {
+	case <-e.Ready():
+	case err := <-done:
+		t.Fatalf("engine: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		_ = st.Close()
+	})
+	return "http://" + e.Addr().String()
+}
+
+// TestDemoPageShowsTriggeredEvent opens the demo page in headless Chromium,
+// publishes an event over HTTP and waits for the page to show it with its id.
+// Why: the demo is the first thing a developer sees; it must work in a real
+// browser's EventSource, not only in our own parser.
+func TestDemoPageShowsTriggeredEvent(t *testing.T) {
+	exe := chromiumPath(t)
+	base := startServer(t)
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(exe),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.NoFirstRun,
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	// Start the browser on the undecorated context (a timeout on the first
+	// run would stop the whole browser), then bound every step.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
+	defer cancelTimeout()
+
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#status.open`)),
+	); err != nil {
+		t.Fatalf("page did not connect: %v", err)
+	}
+
+	// Publish from outside the page, as an app would.
+	resp, err := http.Post(base+"/trigger/demo", "text/plain", strings.NewReader("from the test: 42"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("trigger: %d %s", resp.StatusCode, body)
+	}
+	id := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(string(body)), `{"id":"`), `"}`)
+
+	rowSel := chromedp.CSS(`#events tr[data-id="` + id + `"]`)
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(rowSel)); err != nil {
+		t.Fatalf("event %s did not appear on the page: %v", id, err)
+	}
+	row, err := chromedp.Run(ctx, chromedp.Text(rowSel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(row, "from the test: 42") || !strings.Contains(row, "message") {
+		t.Fatalf("row %q", row)
+	}
+
+	// A trigger sent from the page's own form reaches the page too.
+	if err := chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS(`#tdata`), "typed in the form"),
+		chromedp.Click(chromedp.CSS(`#trigger`)),
+		chromedp.WaitVisible(chromedp.Search(`//td[contains(., "typed in the form")]`)),
+	); err != nil {
+		t.Fatalf("form trigger: %v", err)
+	}
+	result, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#tresult`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(result, "sent, id ") {
+		t.Fatalf("form result %q", result)
+	}
+}
