@@ -81,6 +81,8 @@ func New(cfg Config, st store.Store) (*Engine, error) {
 		},
 	}
 	e.interest.m = make(map[string]int32)
+	// Distinct keys with a subscriber anywhere in this process.
+	e.m.set.NewGauge("sseloop_keys_active", func() float64 { return float64(e.interest.len()) })
 	empty := []*loop{}
 	e.loops.Store(&empty)
 	return e, nil

@@ -105,7 +105,6 @@ func (l *loop) join(c *conn, keys [][]byte) {
 			ks = &keySet{key: string(k)}
 			l.sets[ks.key] = ks
 			l.e.interest.add(ks.key)
-			l.e.m.keysActive.Add(1)
 		}
 		s := &c.subs[i]
 		s.c, s.ks, s.next = c, ks, ks.head
@@ -140,7 +139,6 @@ func (l *loop) drop(c *conn) {
 		if ks.n == 0 {
 			delete(l.sets, ks.key)
 			l.e.interest.remove(ks.key)
-			l.e.m.keysActive.Add(-1)
 		}
 	}
 	c.subs = nil
@@ -240,6 +238,13 @@ func (in *interest) add(key string) {
 	in.mu.Lock()
 	in.m[key]++
 	in.mu.Unlock()
+}
+
+// len returns the number of keys with a subscriber on any loop.
+func (in *interest) len() int {
+	in.mu.RLock()
+	defer in.mu.RUnlock()
+	return len(in.m)
 }
 
 func (in *interest) remove(key string) {

@@ -15,7 +15,6 @@ type engineMetrics struct {
 
 	conns      atomic.Int64 // open connections (also the max_conns check)
 	subs       atomic.Int64 // open streams
-	keysActive atomic.Int64 // (loop, key) pairs with at least one subscriber
 
 	accepted    *metrics.Counter
 	published   *metrics.Counter
@@ -36,7 +35,6 @@ func newEngineMetrics() *engineMetrics {
 	m := &engineMetrics{set: s}
 	s.NewGauge("sseloop_connections", func() float64 { return float64(m.conns.Load()) })
 	s.NewGauge("sseloop_subscriptions", func() float64 { return float64(m.subs.Load()) })
-	s.NewGauge("sseloop_keys_active", func() float64 { return float64(m.keysActive.Load()) })
 	m.accepted = s.NewCounter("sseloop_connections_accepted_total")
 	m.published = s.NewCounter("sseloop_events_published_total")
 	m.delivered = s.NewCounter("sseloop_events_delivered_total")
