@@ -176,6 +176,17 @@ type Sweeper interface {
 	Sweep(ctx context.Context) (removed int, err error)
 }
 
+// VersionReader is implemented by stores whose version markers other programs
+// may write (the Redis store: the string <prefix><key>, e.g. written by a PHP
+// app's cache). The engine polls it for the keys that have subscribers and
+// pokes a key whose marker changed to a value it did not see in the feed.
+type VersionReader interface {
+	// Versions returns the version marker of each key, in order: the
+	// decimal id of the key's newest event when sseloop wrote it last, any
+	// other value when another program did, "" when there is none.
+	Versions(ctx context.Context, keys []string) ([]string, error)
+}
+
 var (
 	// ErrClosed is returned by every method of a closed Store.
 	ErrClosed = errors.New("store: closed")
@@ -195,12 +206,16 @@ var (
 	ErrBadSyncPolicy = errors.New("store: unknown sync policy")
 	// ErrBadOptions is returned by Open for invalid Options.
 	ErrBadOptions = errors.New("store: invalid options")
+	// ErrBadKey is returned by Append for a key the store cannot hold (the
+	// Redis store reserves keys starting with "{sseloop}").
+	ErrBadKey = errors.New("store: invalid key")
 )
 
 // Config selects and configures a Store implementation.
 type Config struct {
-	Driver string // "buntdb" (default when "")
-	Path   string // buntdb: ":memory:" (default when "") or a file path
+	Driver string      // "buntdb" (default when "") or "redis"
+	Path   string      // buntdb: ":memory:" (default when "") or a file path
+	Redis  RedisConfig // redis: the server and key prefix
 	Options
 }
 
@@ -213,6 +228,12 @@ func Open(cfg Config) (Store, error) {
 			return nil, err
 		}
 		return b, nil
+	case "redis":
+		r, err := OpenRedis(cfg.Redis, cfg.Options)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
 	}
-	return nil, fmt.Errorf("%w %q (want buntdb)", ErrUnknownDriver, cfg.Driver)
+	return nil, fmt.Errorf("%w %q (want buntdb or redis)", ErrUnknownDriver, cfg.Driver)
 }

@@ -1,0 +1,574 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisConfig configures the Redis store (store.redis.* in the config).
+type RedisConfig struct {
+	Addr     string // host:port; default "127.0.0.1:6379"
+	Password string // AUTH password; "" for none
+	DB       int    // database number (SELECT)
+	// Prefix starts every key the store uses; default "sseloop:" when "".
+	// The version marker of key k is the Redis string <Prefix>k, so a PHP
+	// app's cache whose prefix is the same can poke k directly.
+	Prefix string
+	// FeedLen bounds the change feed stream (MAXLEN ~). Default 100,000 when
+	// 0. A node whose feed position falls further behind than this (e.g.
+	// partitioned from Redis while others publish) skips the trimmed events.
+	FeedLen int
+}
+
+const (
+	defaultRedisAddr    = "127.0.0.1:6379"
+	defaultRedisPrefix  = "sseloop:"
+	defaultRedisFeedLen = 100_000
+
+	// redisTag starts every internal key after the prefix. It is a Redis
+	// Cluster hash tag: all internal keys hash to one slot, which scripts
+	// that touch several of them require. Append refuses event keys that
+	// start with it, so no version marker <prefix><key> can be an internal key.
+	redisTag = "{sseloop}"
+)
+
+// Redis is the Store for several sseloop processes or machines, on one Redis
+// server (or a primary with replicas and Sentinel in front).
+//
+// # Layout
+//
+// With p the prefix ("sseloop:") and T the hash tag "{sseloop}":
+//
+//	pT:meta      hash: id (last id, INCR'ed by Append), time (last event
+//	             time, ms), floor (see Retention below).
+//	pT:feed      stream, the change feed: one entry per event, entry id
+//	             "<id>-0", fields k (key), t (time ms), n (name), d (data).
+//	             Bounded by MAXLEN ~ RedisConfig.FeedLen; entries trimmed by
+//	             MaxEvents are also deleted (XDEL). Read by every node with
+//	             one XRANGE feed (<after+1>-0 + COUNT n per tick.
+//	pT:h:<key>   stream, the key's history for replay: entry id "<id>-0",
+//	             fields t, n, d. Trimmed to MaxEvents by Append (exactly).
+//	pT:d:<key>   string: the key's Dropped, the highest id removed from its
+//	             history by MaxEvents or the sweeper.
+//	pT:keys      sorted set: every key with a history, scored by the time of
+//	             its oldest retained event, so the sweeper finds the keys
+//	             with expired events without scanning.
+//	p<key>       string: the key's version marker, the decimal id of its
+//	             newest event. Other programs may write it too ("direct
+//	             pokes", see [VersionReader]).
+//
+// Append is one Lua script: it reads the last time (an event's time never
+// decreases with its id, whichever node's clock stamped it), INCRs the id by
+// the batch size, XADDs to the feed and the histories, sets the markers and
+// trims. Scripts run atomically, so the feed never holds id N+1 without N
+// (unless N was trimmed), even with many nodes appending at once.
+//
+// # Retention
+//
+// MaxEvents is enforced in Append. TTL is enforced by Sweep (every node runs
+// it every SweepInterval; concurrent sweeps are harmless): it takes the keys
+// whose oldest event is expired from pT:keys and trims their histories; a
+// history left empty is deleted with its pT:d:<key> and its marker (unless
+// another program rewrote the marker), and the meta floor is raised to its
+// Dropped. Retention reports the floor as Dropped for a key without
+// pT:d:<key>, and a new key's Dropped starts at it, as in [Bunt]. The feed is
+// bounded by FeedLen, not by the TTL. Readers filter by time with the
+// injected clock, so expired events are never returned, swept or not. Data is
+// held twice (feed and history), so the feed needs no lookups.
+//
+// # Redis Cluster
+//
+// The internal keys share the hash tag, so the scripts work in one slot (all
+// sseloop data of a prefix then lives on one shard: the store scales reads
+// and connections, not Redis's write throughput). The version markers p<key>
+// cannot carry the tag (apps write them under their own names), so they live
+// in other slots: this implementation uses a plain client and writes them in
+// the Append script, which a cluster would refuse (CROSSSLOT). Cluster
+// support would move the marker SETs out of the script (after it, not atomic
+// with it: a marker is only a hint) and issue one MGET per slot in Versions.
+//
+// # Durability and errors
+//
+// Durability is Redis's: an Append is acknowledged once Redis has run the
+// script (appendonly with appendfsync always makes that durable; Options.Sync
+// is ignored). No command is retried (a retried Append could duplicate
+// events): when Redis is unreachable, calls fail within the dial or read
+// timeout (1 s / 2 s) and the caller retries.
+type Redis struct {
+	c       *redis.Client
+	opts    Options
+	ttl     int64
+	feedLen int
+	prefix  string
+	kMeta   string
+	kFeed   string
+	kKeys   string
+
+	closed atomic.Bool
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+var (
+	_ Store         = (*Redis)(nil)
+	_ Sweeper       = (*Redis)(nil)
+	_ VersionReader = (*Redis)(nil)
+)
+
+// OpenRedis connects to Redis and checks it answers.
+func OpenRedis(cfg RedisConfig, opts Options) (*Redis, error) {
+	o, err := opts.normalize()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.FeedLen < 0 {
+		return nil, fmt.Errorf("%w: redis FeedLen %d is negative", ErrBadOptions, cfg.FeedLen)
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = defaultRedisAddr
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = defaultRedisPrefix
+	}
+	if cfg.FeedLen == 0 {
+		cfg.FeedLen = defaultRedisFeedLen
+	}
+	c := redis.NewClient(&redis.Options{
+		Addr:                  cfg.Addr,
+		Password:              cfg.Password,
+		DB:                    cfg.DB,
+		DialTimeout:           time.Second,
+		ReadTimeout:           2 * time.Second,
+		WriteTimeout:          2 * time.Second,
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+		DisableIdentity:       true,
+	})
+	r := &Redis{
+		c:       c,
+		opts:    o,
+		ttl:     o.ttlMillis(),
+		feedLen: cfg.FeedLen,
+		prefix:  cfg.Prefix,
+		kMeta:   cfg.Prefix + redisTag + ":meta",
+		kFeed:   cfg.Prefix + redisTag + ":feed",
+		kKeys:   cfg.Prefix + redisTag + ":keys",
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("store: redis %s: %w", cfg.Addr, err)
+	}
+	if o.SweepInterval > 0 && r.ttl >= 0 {
+		go r.sweeper()
+	} else {
+		close(r.done)
+	}
+	return r, nil
+}
+
+func (r *Redis) historyKey(key string) string { return r.prefix + redisTag + ":h:" + key }
+func (r *Redis) droppedKey(key string) string { return r.prefix + redisTag + ":d:" + key }
+func (r *Redis) markerKey(key string) string  { return r.prefix + key }
+
+// cutoff returns the time at or before which events are expired.
+func (r *Redis) cutoff() int64 {
+	if r.ttl < 0 {
+		return math.MinInt64
+	}
+	return r.opts.Now().UnixMilli() - r.ttl
+}
+
+// begin is called first by every method.
+func (r *Redis) begin(ctx context.Context) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	return ctx.Err()
+}
+
+// wrap turns a client error into the store's.
+func (r *Redis) wrap(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case r.closed.Load() || errors.Is(err, redis.ErrClosed):
+		return ErrClosed
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	}
+	return fmt.Errorf("store: redis: %w", err)
+}
+
+// Append implements Store. It returns ErrBadKey for a key that starts with
+// "{sseloop}" (reserved for the store's own Redis keys).
+func (r *Redis) Append(ctx context.Context, evs []Event) error {
+	if err := r.begin(ctx); err != nil {
+		return err
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	index := make(map[string]int, min(len(evs), 16))
+	var names []string
+	for _, e := range evs {
+		if strings.HasPrefix(e.Key, redisTag) {
+			return fmt.Errorf("%w %q: %s is reserved", ErrBadKey, e.Key, redisTag)
+		}
+		if _, ok := index[e.Key]; !ok {
+			names = append(names, e.Key)
+			index[e.Key] = len(names)
+		}
+	}
+	keys := make([]string, 0, 3+3*len(names))
+	keys = append(keys, r.kMeta, r.kFeed, r.kKeys)
+	args := make([]any, 0, 4+len(names)+3*len(evs))
+	args = append(args, r.opts.Now().UnixMilli(), r.opts.MaxEvents, r.feedLen, len(names))
+	for _, k := range names {
+		keys = append(keys, r.historyKey(k), r.droppedKey(k), r.markerKey(k))
+		args = append(args, k)
+	}
+	for _, e := range evs {
+		args = append(args, index[e.Key], e.Name, e.Data)
+	}
+	res, err := appendScript.Run(ctx, r.c, keys, args...).Int64Slice()
+	if err != nil {
+		return r.wrap(err)
+	}
+	if len(res) != 2 || res[0] <= 0 {
+		return fmt.Errorf("store: redis: append script returned %v", res)
+	}
+	for i := range evs {
+		evs[i].ID = uint64(res[0]) + uint64(i)
+		evs[i].Time = res[1]
+	}
+	return nil
+}
+
+// After implements Store with one XRANGE on the feed (more only when a whole
+// page is expired but not yet trimmed).
+func (r *Redis) After(ctx context.Context, afterID uint64, limit int) ([]Event, error) {
+	if err := r.begin(ctx); err != nil {
+		return nil, err
+	}
+	if limit <= 0 || afterID == math.MaxUint64 {
+		return nil, nil
+	}
+	cutoff := r.cutoff()
+	var evs []Event
+	for {
+		page, err := r.xrange(ctx, r.kFeed, afterID, limit)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range page {
+			if e.Time > cutoff {
+				evs = append(evs, e)
+			}
+		}
+		// Times never decrease with ids, so the expired events are a prefix:
+		// read on only if the whole (full) page was expired.
+		if len(evs) > 0 || len(page) < limit {
+			return evs, nil
+		}
+		afterID = page[len(page)-1].ID
+	}
+}
+
+// xrange reads up to limit entries with ids above afterID from a feed or
+// history stream. History entries have no k field: their Key is "".
+func (r *Redis) xrange(ctx context.Context, stream string, afterID uint64, limit int) ([]Event, error) {
+	start := strconv.FormatUint(afterID+1, 10) + "-0"
+	v, err := r.c.Do(ctx, "XRANGE", stream, start, "+", "COUNT", limit).Slice()
+	if err != nil {
+		return nil, r.wrap(err)
+	}
+	if len(v) == 0 {
+		return nil, nil
+	}
+	evs := make([]Event, 0, len(v))
+	for _, item := range v {
+		e, err := parseEntry(item)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, stream, err)
+		}
+		evs = append(evs, e)
+	}
+	return evs, nil
+}
+
+// parseEntry decodes one stream entry: [id, [field, value, ...]].
+func parseEntry(item any) (Event, error) {
+	var e Event
+	entry, ok := item.([]any)
+	if !ok || len(entry) != 2 {
+		return e, fmt.Errorf("entry %v", item)
+	}
+	sid, _ := entry[0].(string)
+	id, ok := strings.CutSuffix(sid, "-0")
+	if !ok {
+		return e, fmt.Errorf("entry id %q", sid)
+	}
+	var err error
+	if e.ID, err = strconv.ParseUint(id, 10, 64); err != nil {
+		return e, fmt.Errorf("entry id %q", sid)
+	}
+	fields, _ := entry[1].([]any)
+	var data string
+	for i := 0; i+1 < len(fields); i += 2 {
+		f, _ := fields[i].(string)
+		val, _ := fields[i+1].(string)
+		switch f {
+		case "k":
+			e.Key = val
+		case "n":
+			e.Name = val
+		case "d":
+			data = val
+		case "t":
+			if e.Time, err = strconv.ParseInt(val, 10, 64); err != nil {
+				return e, fmt.Errorf("entry %s: time %q", sid, val)
+			}
+		}
+	}
+	if data != "" {
+		e.Data = []byte(data)
+		e.Data = e.Data[:len(e.Data):len(e.Data)]
+	}
+	return e, nil
+}
+
+// Replay implements Store: one pipelined XRANGE per key, merged.
+func (r *Redis) Replay(ctx context.Context, keys []string, afterID uint64, limit int) ([]Event, error) {
+	if err := r.begin(ctx); err != nil {
+		return nil, err
+	}
+	if limit <= 0 || len(keys) == 0 || afterID == math.MaxUint64 {
+		return nil, nil
+	}
+	keys = slices.Clone(keys)
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	cutoff := r.cutoff()
+	from := make([]uint64, len(keys)) // where each key's next read starts
+	for i := range from {
+		from[i] = afterID
+	}
+	got := make([]int, len(keys))     // each key's unexpired events so far
+	pending := make([]int, len(keys)) // the keys still to read
+	for i := range pending {
+		pending[i] = i
+	}
+	var evs []Event
+	for len(pending) > 0 {
+		cmds := make([]*redis.Cmd, len(pending))
+		_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for j, i := range pending {
+				start := strconv.FormatUint(from[i]+1, 10) + "-0"
+				cmds[j] = p.Do(ctx, "XRANGE", r.historyKey(keys[i]), start, "+", "COUNT", limit)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, r.wrap(err)
+		}
+		next := pending[:0]
+		for j, i := range pending {
+			v, err := cmds[j].Slice()
+			if err != nil {
+				return nil, r.wrap(err)
+			}
+			for _, item := range v {
+				e, err := parseEntry(item)
+				if err != nil {
+					return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, r.historyKey(keys[i]), err)
+				}
+				from[i] = e.ID
+				if e.Time <= cutoff {
+					continue // expired, not swept yet
+				}
+				e.Key = keys[i]
+				evs = append(evs, e)
+				got[i]++
+			}
+			// Expired events took room in a full page: read on past them.
+			if len(v) == limit && got[i] < limit {
+				next = append(next, i)
+			}
+		}
+		pending = next
+	}
+	slices.SortFunc(evs, func(a, b Event) int { return cmp.Compare(a.ID, b.ID) })
+	if len(evs) > limit {
+		evs = evs[:limit:limit]
+	}
+	return evs, nil
+}
+
+// Retention implements Store with one script.
+func (r *Redis) Retention(ctx context.Context, keys []string) ([]Retention, error) {
+	if err := r.begin(ctx); err != nil {
+		return nil, err
+	}
+	out := make([]Retention, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	rkeys := make([]string, 0, 1+2*len(keys))
+	rkeys = append(rkeys, r.kMeta)
+	for _, k := range keys {
+		rkeys = append(rkeys, r.historyKey(k), r.droppedKey(k))
+	}
+	res, err := retentionScript.Run(ctx, r.c, rkeys, r.cutoff()).StringSlice()
+	if err != nil {
+		return nil, r.wrap(err)
+	}
+	if len(res) != 2*len(keys) {
+		return nil, fmt.Errorf("store: redis: retention script returned %d values for %d keys", len(res), len(keys))
+	}
+	for i := range out {
+		d, err1 := strconv.ParseUint(res[2*i], 10, 64)
+		o, err2 := strconv.ParseUint(strings.TrimSuffix(res[2*i+1], "-0"), 10, 64)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("%w: retention of %q: %q, %q", ErrCorrupt, keys[i], res[2*i], res[2*i+1])
+		}
+		out[i] = Retention{Oldest: o, Dropped: d}
+	}
+	return out, nil
+}
+
+// LastID implements Store.
+func (r *Redis) LastID(ctx context.Context) (uint64, error) {
+	if err := r.begin(ctx); err != nil {
+		return 0, err
+	}
+	s, err := r.c.HGet(ctx, r.kMeta, "id").Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, r.wrap(err)
+	}
+	id, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s id %q", ErrCorrupt, r.kMeta, s)
+	}
+	return id, nil
+}
+
+// Versions implements VersionReader with one MGET.
+func (r *Redis) Versions(ctx context.Context, keys []string) ([]string, error) {
+	if err := r.begin(ctx); err != nil {
+		return nil, err
+	}
+	out := make([]string, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	mkeys := make([]string, len(keys))
+	for i, k := range keys {
+		mkeys[i] = r.markerKey(k)
+	}
+	vals, err := r.c.MGet(ctx, mkeys...).Result()
+	if err != nil {
+		return nil, r.wrap(err)
+	}
+	for i, v := range vals {
+		if s, ok := v.(string); ok {
+			out[i] = s
+		}
+	}
+	return out, nil
+}
+
+// redisSweepBatch is how many keys one sweep script handles.
+const redisSweepBatch = 100
+
+// Sweep implements Sweeper: it trims the expired events of every key whose
+// oldest event is expired, 100 keys per script.
+func (r *Redis) Sweep(ctx context.Context) (int, error) {
+	if err := r.begin(ctx); err != nil {
+		return 0, err
+	}
+	if r.ttl < 0 {
+		return 0, nil
+	}
+	cutoff := r.cutoff()
+	removed := 0
+	for {
+		names, err := r.c.ZRangeArgs(ctx, redis.ZRangeArgs{
+			Key: r.kKeys, Start: "-inf", Stop: strconv.FormatInt(cutoff, 10),
+			ByScore: true, Count: redisSweepBatch,
+		}).Result()
+		if err != nil {
+			return removed, r.wrap(err)
+		}
+		if len(names) == 0 {
+			return removed, nil
+		}
+		keys := make([]string, 0, 2+3*len(names))
+		keys = append(keys, r.kMeta, r.kKeys)
+		args := make([]any, 0, 1+len(names))
+		args = append(args, cutoff)
+		for _, k := range names {
+			keys = append(keys, r.historyKey(k), r.droppedKey(k), r.markerKey(k))
+			args = append(args, k)
+		}
+		n, err := sweepScript.Run(ctx, r.c, keys, args...).Int()
+		if err != nil {
+			return removed, r.wrap(err)
+		}
+		removed += n
+		if len(names) < redisSweepBatch {
+			return removed, nil
+		}
+	}
+}
+
+func (r *Redis) sweeper() {
+	defer close(r.done)
+	t := time.NewTicker(r.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, _ = r.Sweep(ctx) // errors: Redis is down; the next tick retries
+			cancel()
+		}
+	}
+}
+
+// Ping implements Store.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.begin(ctx); err != nil {
+		return err
+	}
+	return r.wrap(r.c.Ping(ctx).Err())
+}
+
+// Close implements Store. It stops the sweeper and closes the connections;
+// the data stays in Redis.
+func (r *Redis) Close() error {
+	if !r.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	close(r.stop)
+	<-r.done
+	return r.c.Close()
+}

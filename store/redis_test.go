@@ -1,0 +1,419 @@
+package store_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sseloop/sseloop/store"
+	"github.com/sseloop/sseloop/store/storetest"
+)
+
+// redisServer is a redis-server process that a test started.
+type redisServer struct {
+	bin  string
+	port int
+	dir  string
+	args []string
+	cmd  *exec.Cmd
+	exit chan struct{}
+}
+
+// startRedis starts redis-server on a free port, in a temporary directory,
+// without persistence unless extra arguments say otherwise. It skips the test
+// if redis-server is not installed, unless SSELOOP_REQUIRE_EXTERNAL=1.
+func startRedis(t testing.TB, extra ...string) *redisServer {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("SSELOOP_REQUIRE_EXTERNAL") == "1" {
+			t.Fatal("redis-server not installed (SSELOOP_REQUIRE_EXTERNAL=1)")
+		}
+		t.Skip("redis-server not installed: apt-get install redis-server")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	s := &redisServer{bin: bin, port: port, dir: t.TempDir()}
+	s.args = append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir}, extra...)
+	s.start(t)
+	t.Cleanup(func() { s.kill(t) })
+	return s
+}
+
+func (s *redisServer) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
+
+// start runs the server and waits until it answers PING.
+func (s *redisServer) start(t testing.TB) {
+	t.Helper()
+	s.cmd = exec.Command(s.bin, s.args...)
+	s.cmd.Dir = s.dir
+	log, err := os.Create(fmt.Sprintf("%s/redis-%d.log", s.dir, time.Now().UnixNano()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	s.cmd.Stdout, s.cmd.Stderr = log, log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("redis-server: %v", err)
+	}
+	s.exit = make(chan struct{})
+	go func(cmd *exec.Cmd, exit chan struct{}) { _ = cmd.Wait(); close(exit) }(s.cmd, s.exit)
+	c := redis.NewClient(&redis.Options{Addr: s.addr(), MaxRetries: -1, DisableIdentity: true})
+	defer c.Close()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		err := c.Ping(context.Background()).Err()
+		if err == nil {
+			return
+		}
+		select {
+		case <-s.exit:
+			t.Fatalf("redis-server %v exited (log in %s)", s.args, s.dir)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server on %s does not answer: %v", s.addr(), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill stops the server with SIGKILL (no shutdown work) and waits for it.
+func (s *redisServer) kill(t testing.TB) {
+	t.Helper()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.exit
+	s.cmd = nil
+}
+
+func (s *redisServer) client(t testing.TB) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.addr(), DisableIdentity: true})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+var prefixes atomic.Int64
+
+// newPrefix returns a key prefix no other store in this process uses.
+func newPrefix() string { return fmt.Sprintf("t%d:", prefixes.Add(1)) }
+
+func openRedis(t testing.TB, cfg store.RedisConfig, opts store.Options) *store.Redis {
+	t.Helper()
+	r, err := store.OpenRedis(cfg, opts)
+	if err != nil {
+		t.Fatalf("OpenRedis: %v", err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+func TestRedisContract(t *testing.T) {
+	srv := startRedis(t)
+	storetest.Run(t, func(t *testing.T, opts store.Options) store.Store {
+		return openRedis(t, store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()}, opts)
+	})
+}
+
+func TestRedisOpen(t *testing.T) {
+	srv := startRedis(t)
+	s, err := store.Open(store.Config{Driver: "redis", Redis: store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()}})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	if _, ok := s.(store.VersionReader); !ok {
+		t.Error("the redis store is no VersionReader")
+	}
+	if _, err := store.OpenRedis(store.RedisConfig{Addr: srv.addr(), FeedLen: -1}, store.Options{}); !errors.Is(err, store.ErrBadOptions) {
+		t.Errorf("FeedLen -1: %v, want ErrBadOptions", err)
+	}
+	// Nothing listens on a port we just closed: Open fails, quickly.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	if _, err := store.OpenRedis(store.RedisConfig{Addr: dead}, store.Options{}); err == nil {
+		t.Error("OpenRedis of a closed port succeeded")
+	}
+}
+
+// Publishers on separate connections (as on separate nodes) never make the
+// feed show an id before a lower one: a reader that follows it with After
+// sees every event exactly once.
+func TestRedisConcurrentNodes(t *testing.T) {
+	srv := startRedis(t)
+	cfg := store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()}
+	opts := store.Options{MaxEvents: 100000, SweepInterval: -1}
+	const nodes, appends = 4, 150
+	reader := openRedis(t, cfg, opts)
+	var (
+		mu    sync.Mutex
+		added []store.Event
+		wg    sync.WaitGroup
+	)
+	for n := range nodes {
+		node := openRedis(t, cfg, opts)
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(n), 7))
+			for i := range appends {
+				evs := make([]store.Event, 1+r.IntN(3))
+				for j := range evs {
+					evs[j] = store.Event{Key: fmt.Sprintf("k%d", r.IntN(5)), Data: fmt.Appendf(nil, "%d/%d/%d", n, i, j)}
+				}
+				if err := node.Append(bg, evs); err != nil {
+					t.Errorf("node %d: Append: %v", n, err)
+					return
+				}
+				mu.Lock()
+				added = append(added, evs...)
+				mu.Unlock()
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	var fed []store.Event
+	var pos uint64
+	for finished := false; ; {
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		evs, err := reader.After(bg, pos, 5)
+		if err != nil {
+			t.Fatalf("After: %v", err)
+		}
+		for _, e := range evs {
+			if e.ID <= pos {
+				t.Fatalf("feed went back: %d after %d", e.ID, pos)
+			}
+			pos = e.ID
+		}
+		fed = append(fed, evs...)
+		if len(evs) == 0 && finished {
+			break
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	slices.SortFunc(added, func(a, b store.Event) int { return cmpU64(a.ID, b.ID) })
+	if len(fed) != len(added) {
+		t.Fatalf("the reader followed %d events, %d were appended", len(fed), len(added))
+	}
+	for i := range added {
+		if fed[i].ID != added[i].ID || fed[i].Key != added[i].Key || string(fed[i].Data) != string(added[i].Data) {
+			t.Fatalf("feed event %d = {%d %s %s}, appended {%d %s %s}", i,
+				fed[i].ID, fed[i].Key, fed[i].Data, added[i].ID, added[i].Key, added[i].Data)
+		}
+		if added[i].ID != uint64(i+1) {
+			t.Fatalf("ids have a hole: %d at %d", added[i].ID, i)
+		}
+		if i > 0 && added[i].Time < added[i-1].Time {
+			t.Fatalf("time went back: %d then %d", added[i-1].Time, added[i].Time)
+		}
+	}
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func TestRedisVersions(t *testing.T) {
+	srv := startRedis(t)
+	prefix := newPrefix()
+	r := openRedis(t, store.RedisConfig{Addr: srv.addr(), Prefix: prefix}, store.Options{})
+	c := srv.client(t)
+
+	if v, err := r.Versions(bg, nil); err != nil || len(v) != 0 {
+		t.Errorf("Versions(nil) = %q, %v", v, err)
+	}
+	evs := mustAppend(t, r, "a", "b", "a")
+	// Another program (a PHP app's cache) writes c's marker.
+	if err := c.Set(bg, prefix+"c", "1767225600.123", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.Versions(bg, []string{"a", "b", "c", "none", "a"})
+	if err != nil {
+		t.Fatalf("Versions: %v", err)
+	}
+	want := []string{fmt.Sprint(evs[2].ID), fmt.Sprint(evs[1].ID), "1767225600.123", "", fmt.Sprint(evs[2].ID)}
+	if !slices.Equal(got, want) {
+		t.Errorf("Versions = %q, want %q", got, want)
+	}
+
+	if err := r.Append(bg, []store.Event{{Key: "x"}, {Key: "{sseloop}:feed"}}); !errors.Is(err, store.ErrBadKey) {
+		t.Errorf("Append of a reserved key: %v, want ErrBadKey", err)
+	}
+	if err := r.Append(bg, []store.Event{{Key: "a{sseloop}"}, {Key: "{x}"}}); err != nil {
+		t.Errorf("Append of keys with braces: %v", err)
+	}
+	r.Close()
+	if _, err := r.Versions(bg, []string{"a"}); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Versions after Close: %v, want ErrClosed", err)
+	}
+}
+
+// Sweeping a key's whole history deletes its Redis keys and its marker, but
+// not a marker another program rewrote; the key's Dropped survives as the
+// floor.
+func TestRedisSweepCleanup(t *testing.T) {
+	srv := startRedis(t)
+	prefix := newPrefix()
+	opts, clock := testOptions(store.SyncNever)
+	opts.TTL = time.Minute
+	r := openRedis(t, store.RedisConfig{Addr: srv.addr(), Prefix: prefix}, opts)
+	c := srv.client(t)
+	evs := mustAppend(t, r, "a", "b", "a")
+	if err := c.Set(bg, prefix+"b", "app", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Minute)
+	n, err := r.Sweep(bg)
+	if err != nil || n != 3 {
+		t.Fatalf("Sweep = %d, %v; want 3", n, err)
+	}
+	keys, err := c.Keys(bg, prefix+"*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(keys)
+	want := []string{prefix + "b", prefix + "{sseloop}:feed", prefix + "{sseloop}:meta"}
+	if !slices.Equal(keys, want) {
+		t.Errorf("keys after the sweep: %q, want %q", keys, want)
+	}
+	ret, err := r.Retention(bg, []string{"a", "b", "new"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, rt := range ret {
+		if rt.Oldest != 0 || rt.Dropped < evs[2].ID {
+			t.Errorf("Retention %d = %+v, want Dropped >= %d", i, rt, evs[2].ID)
+		}
+	}
+}
+
+// The change feed costs one Redis command per poll, new events or not.
+func TestRedisAfterIsOneCommand(t *testing.T) {
+	srv := startRedis(t)
+	r := openRedis(t, store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()}, store.Options{})
+	c := srv.client(t)
+	mustAppend(t, r, "a", "b")
+	last, err := r.LastID(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.After(bg, 0, 10); err != nil { // warm up the connection
+		t.Fatal(err)
+	}
+	if err := c.ConfigResetStat(bg).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const polls = 10
+	for i := range polls {
+		evs, err := r.After(bg, last-uint64(i%3), 10)
+		if err != nil || len(evs) != i%3 {
+			t.Fatalf("After = %d events, %v; want %d", len(evs), err, i%3)
+		}
+	}
+	stats, err := c.Info(bg, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]int{}
+	sc := bufio.NewScanner(strings.NewReader(stats))
+	for sc.Scan() {
+		name, rest, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "cmdstat_"), ":calls=")
+		if !ok || strings.HasPrefix(name, "config") || name == "info" {
+			continue
+		}
+		n, _, _ := strings.Cut(rest, ",")
+		calls[name], _ = strconv.Atoi(n)
+	}
+	if len(calls) != 1 || calls["xrange"] != polls {
+		t.Errorf("%d polls made these calls: %v, want xrange=%d only", polls, calls, polls)
+	}
+}
+
+// While Redis is down, calls fail (within the client's timeouts, not
+// forever); after it restarts on the same port with its append-only file, the
+// same store works again and has every event acknowledged before.
+func TestRedisOutage(t *testing.T) {
+	srv := startRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	r := openRedis(t, store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()}, store.Options{SweepInterval: -1})
+	var acked []store.Event
+	for i := range 20 {
+		acked = append(acked, mustAppend(t, r, fmt.Sprintf("k%d", i%3))...)
+	}
+
+	srv.kill(t)
+	start := time.Now()
+	if err := r.Append(bg, []store.Event{{Key: "k0", Data: []byte("lost")}}); err == nil {
+		t.Error("Append succeeded with Redis down")
+	}
+	if _, err := r.After(bg, 0, 10); err == nil {
+		t.Error("After succeeded with Redis down")
+	}
+	if err := r.Ping(bg); err == nil {
+		t.Error("Ping succeeded with Redis down")
+	}
+	if _, err := r.Replay(bg, []string{"k0"}, 0, 10); err == nil {
+		t.Error("Replay succeeded with Redis down")
+	}
+	t.Logf("4 calls failed in %v with Redis down", time.Since(start))
+
+	srv.start(t)
+	for deadline := time.Now().Add(20 * time.Second); r.Ping(bg) != nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the store does not reconnect: %v", r.Ping(bg))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := mustAfter(t, r)
+	if !slices.Equal(idsOf(got), idsOf(acked)) {
+		t.Fatalf("after the restart the feed has %v, want %v", idsOf(got), idsOf(acked))
+	}
+	for i := range got {
+		if got[i].Key != acked[i].Key || string(got[i].Data) != string(acked[i].Data) {
+			t.Fatalf("event %d changed: %+v, want %+v", got[i].ID, got[i], acked[i])
+		}
+	}
+	e := mustAppend(t, r, "k0")
+	if e[0].ID <= acked[len(acked)-1].ID {
+		t.Errorf("id after the restart %d, want > %d", e[0].ID, acked[len(acked)-1].ID)
+	}
+	if rp := mustReplay(t, r, "k0"); len(rp) == 0 || rp[len(rp)-1].ID != e[0].ID {
+		t.Errorf("Replay(k0) after the restart: %v", idsOf(rp))
+	}
+}
