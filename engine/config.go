@@ -34,6 +34,10 @@ type Config struct {
 	Retry time.Duration `koanf:"retry"`
 	// Limits bounds what one client can make the server hold.
 	Limits Limits `koanf:"limits"`
+	// Auth decides who may subscribe and publish (see docs/SECURITY.md).
+	Auth Auth `koanf:"auth"`
+	// CORS lets pages of other origins subscribe and trigger.
+	CORS CORS `koanf:"cors"`
 
 	// Logger receives the engine's logs. Default slog.Default().
 	Logger *slog.Logger `koanf:"-"`
@@ -74,6 +78,39 @@ type Limits struct {
 	IdleTimeout time.Duration `koanf:"idle_timeout"`
 }
 
+// Auth configures subscriber and publisher authentication. With neither
+// JWTSecret nor JWTPublicKey set, anyone may subscribe to any key.
+type Auth struct {
+	// JWTSecret is the HS256 key that verifies tokens. "" = HS256 tokens
+	// are refused. Use at least 32 random bytes.
+	JWTSecret string `koanf:"jwt_secret"`
+	// JWTPublicKey is the path of a PEM file holding an RSA public key
+	// (tokens signed RS256) or a P-256 ECDSA public key (ES256). "" = none.
+	JWTPublicKey string `koanf:"jwt_public_key"`
+	// CookieName is the cookie a subscriber token may come in, after the
+	// Authorization header and the "token" query parameter. Default
+	// "sseloop_token".
+	CookieName string `koanf:"cookie_name"`
+	// PublicKeys are key patterns ("*" matches any run of characters) that
+	// anyone may subscribe to without a token. Empty = none.
+	PublicKeys []string `koanf:"public_keys"`
+	// PublishKeys are static bearer keys that may trigger any key. With no
+	// PublishKeys and no JWT key, triggers are accepted only from loopback
+	// clients.
+	PublishKeys []string `koanf:"publish_keys"`
+}
+
+// CORS configures cross-origin access to streams and triggers.
+type CORS struct {
+	// AllowedOrigins are the origins (scheme://host[:port]) whose pages may
+	// read streams and trigger. Listed origins are also allowed credentials
+	// (cookies); "*" allows every origin, without credentials. Empty = no
+	// CORS headers.
+	AllowedOrigins []string `koanf:"allowed_origins"`
+	// MaxAge is how long a browser may cache a preflight answer. Default 10m.
+	MaxAge time.Duration `koanf:"max_age"`
+}
+
 // DefaultConfig returns the configuration with every default filled in
 // (MaxConns stays 0: it is derived from the open-files limit at start).
 func DefaultConfig() Config {
@@ -94,6 +131,8 @@ func DefaultConfig() Config {
 			HeaderTimeout:    10 * time.Second,
 			IdleTimeout:      60 * time.Second,
 		},
+		Auth: Auth{CookieName: "sseloop_token"},
+		CORS: CORS{MaxAge: 10 * time.Minute},
 	}
 }
 
@@ -126,12 +165,17 @@ func (c *Config) fillDefaults() error {
 	setInt(&c.Limits.MaxOutboundBytes, d.Limits.MaxOutboundBytes)
 	setDur(&c.Limits.HeaderTimeout, d.Limits.HeaderTimeout)
 	setDur(&c.Limits.IdleTimeout, d.Limits.IdleTimeout)
+	setDur(&c.CORS.MaxAge, d.CORS.MaxAge)
+	if c.Auth.CookieName == "" {
+		c.Auth.CookieName = d.Auth.CookieName
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	for name, v := range map[string]time.Duration{
 		"tick": c.Tick, "poll": c.Poll, "heartbeat": c.Heartbeat, "retry": c.Retry,
 		"limits.header_timeout": c.Limits.HeaderTimeout, "limits.idle_timeout": c.Limits.IdleTimeout,
+		"cors.max_age": c.CORS.MaxAge,
 	} {
 		if v < 0 {
 			return fmt.Errorf("engine: %s must be positive, got %v", name, v)
@@ -149,7 +193,7 @@ func (c *Config) fillDefaults() error {
 		}
 	}
 	if c.Limits.MaxConns == 0 {
-		n, err := defaultMaxConns()
+		n, err := defaultMaxConns(c.Loops)
 		if err != nil {
 			return err
 		}
@@ -162,7 +206,7 @@ func (c *Config) fillDefaults() error {
 // listener, epoll and eventfd per loop, the store file, log files, DNS.
 const fdHeadroom = 64
 
-func defaultMaxConns() (int, error) {
+func defaultMaxConns(int) (int, error) {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return 0, fmt.Errorf("engine: read open-files limit: %w", err)

@@ -28,8 +28,11 @@ type conn struct {
 	closeReason closeReason
 	started     bool // a request head has begun arriving: header timeout armed
 	continued   bool // "100 Continue" sent for the current request
-	keepAlive   bool // of the request being served asynchronously
-	http10      bool // of the request being served asynchronously
+	// expires is when the stream's token expires, in unix seconds (0 =
+	// never). It fills the padding after the four bytes above, so the
+	// struct stays in the 128-byte size class (TestConnStaysSmall); the
+	// stream's one timer fires at min(next heartbeat, expiry).
+	expires uint32
 }
 
 type phase uint8
@@ -53,6 +56,8 @@ const (
 	reasonStoreError
 	reasonShutdown
 	reasonDone
+	reasonUnauthorized
+	reasonTokenExpired
 )
 
 func (r closeReason) String() string {
@@ -71,6 +76,10 @@ func (r closeReason) String() string {
 		return "shutdown"
 	case reasonDone:
 		return "done"
+	case reasonUnauthorized:
+		return "unauthorized"
+	case reasonTokenExpired:
+		return "token_expired"
 	}
 	return ""
 }
@@ -94,6 +103,7 @@ func (l *loop) serve(c *conn) (closeConn bool) {
 		}
 		if err != nil {
 			l.e.log.Debug("bad request head", "remote", c.gc.RemoteAddr(), "err", err, "head", quoteHead(buf))
+			l.countLimit(err)
 			return l.fail(c, statusOf(err), reasonBadRequest)
 		}
 		var body []byte
@@ -107,10 +117,12 @@ func (l *loop) serve(c *conn) (closeConn bool) {
 				return false
 			}
 			if err != nil {
+				l.countLimit(err)
 				return l.fail(c, statusOf(err), reasonBadRequest)
 			}
 			l.body, body, total = out[:0], out, n+m
 		case req.ContentLength > int64(max):
+			l.e.m.limit("max_body_bytes")
 			return l.fail(c, 413, reasonBadRequest)
 		case req.ContentLength > 0:
 			cl := int(req.ContentLength)
@@ -138,6 +150,7 @@ func (l *loop) serve(c *conn) (closeConn bool) {
 	case phaseBusy:
 		// Pipelined requests wait for the current answer, but only so many.
 		if c.gc.InboundBuffered() > l.e.cfg.Limits.MaxHeadBytes+l.e.cfg.Limits.MaxBodyBytes {
+			l.e.m.limit("pipeline")
 			return l.fail(c, 431, reasonBadRequest)
 		}
 	}
@@ -166,6 +179,7 @@ func (c *conn) onTimer() {
 	case phaseRequest:
 		if c.started {
 			l.e.m.httpError(408)
+			l.e.m.limit("header_timeout")
 			l.write(c, respTimeout)
 			l.close(c, reasonHeaderTimeout)
 			return
@@ -174,31 +188,69 @@ func (c *conn) onTimer() {
 	case phaseBusy:
 		l.wheel.Schedule(&c.timer, l.e.cfg.Limits.IdleTimeout, c.fire)
 	case phaseStream:
+		if c.expires != 0 && nowUnix(l.now) >= int64(c.expires) {
+			l.close(c, reasonTokenExpired)
+			return
+		}
 		hb := l.e.cfg.Heartbeat
 		if quiet := time.Duration(l.now - c.lastWrite); quiet < hb {
-			l.wheel.Schedule(&c.timer, hb-quiet, c.fire)
+			l.armStream(c, hb-quiet)
 			return
 		}
 		l.write(c, heartbeatComment)
 		l.heartbeats++
 		l.checkOutbound(c)
 		if c.phase == phaseStream {
-			l.wheel.Schedule(&c.timer, hb, c.fire)
+			l.armStream(c, hb)
 		}
 	}
 }
 
+// armStream arms a stream's timer for the next heartbeat in d, or for its
+// token's expiry if that comes first: one timer serves both.
+func (l *loop) armStream(c *conn, d time.Duration) {
+	if c.expires != 0 {
+		left := time.Duration(int64(c.expires)*int64(time.Second) - l.now)
+		d = max(min(d, left), 0)
+	}
+	l.wheel.Schedule(&c.timer, d, c.fire)
+}
+
+// countLimit counts a parser error that a configured limit caused.
+func (l *loop) countLimit(err error) {
+	switch {
+	case errors.Is(err, httpparse.ErrTooManyHeaders):
+		l.e.m.limit("max_headers")
+	case errors.Is(err, httpparse.ErrHeadTooLarge):
+		l.e.m.limit("max_head_bytes")
+	case errors.Is(err, httpparse.ErrURITooLong):
+		l.e.m.limit("max_uri_bytes")
+	case errors.Is(err, httpparse.ErrBodyTooLarge):
+		l.e.m.limit("max_body_bytes")
+	}
+}
+
 // finish completes an asynchronous request on the loop: it writes the
-// response and serves what the client pipelined meanwhile.
+// response and, if keep, serves what the client pipelined meanwhile.
 func (l *loop) finish(c *conn, resp []byte, keep bool) {
 	if c.phase != phaseBusy {
 		return // closed while the store worked
 	}
 	c.phase = phaseRequest
 	l.write(c, resp)
-	if !keep || !c.keepAlive {
+	l.resume(c, keep)
+}
+
+// resume continues c on the loop after an asynchronous step: it closes c
+// (after its pending output) unless keep, and otherwise serves what the
+// client pipelined meanwhile if c is back to reading requests.
+func (l *loop) resume(c *conn, keep bool) {
+	if !keep {
 		l.close(c, reasonDone)
 		return
+	}
+	if c.phase != phaseRequest {
+		return // now a stream, or busy with the next step
 	}
 	l.armIdle(c)
 	if l.serve(c) {
@@ -244,6 +296,12 @@ func quoteHead(b []byte) string {
 
 // appendResponse appends a complete response with a body.
 func appendResponse(dst []byte, status int, ctype string, body []byte, keepAlive, http10 bool) []byte {
+	return appendResponseH(dst, status, ctype, "", body, keepAlive, http10)
+}
+
+// appendResponseH is appendResponse with extra header lines (each ending in
+// CRLF), such as CORS headers.
+func appendResponseH(dst []byte, status int, ctype, extra string, body []byte, keepAlive, http10 bool) []byte {
 	dst = append(dst, "HTTP/1.1 "...)
 	dst = strconv.AppendInt(dst, int64(status), 10)
 	dst = append(dst, ' ')
@@ -258,7 +316,9 @@ func appendResponse(dst []byte, status int, ctype string, body []byte, keepAlive
 	case http10:
 		dst = append(dst, "\r\nConnection: keep-alive"...)
 	}
-	dst = append(dst, "\r\nCache-Control: no-store\r\n\r\n"...)
+	dst = append(dst, "\r\nCache-Control: no-store\r\n"...)
+	dst = append(dst, extra...)
+	dst = append(dst, "\r\n"...)
 	return append(dst, body...)
 }
 
@@ -266,8 +326,14 @@ func statusText(code int) string {
 	switch code {
 	case 200:
 		return "OK"
+	case 204:
+		return "No Content"
 	case 400:
 		return "Bad Request"
+	case 401:
+		return "Unauthorized"
+	case 403:
+		return "Forbidden"
 	case 404:
 		return "Not Found"
 	case 405:
@@ -293,6 +359,8 @@ func statusText(code int) string {
 // errorBodies are fixed: an error body never echoes the request.
 var errorBodies = map[int]string{
 	400: "bad request\n",
+	401: "unauthorized\n",
+	403: "forbidden\n",
 	404: "not found\n",
 	405: "method not allowed\n",
 	408: "request timeout\n",

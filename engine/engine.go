@@ -31,11 +31,13 @@ import (
 type Engine struct {
 	gnet.BuiltinEventEngine
 
-	cfg Config
-	st  store.Store
-	log *slog.Logger
-	m   *engineMetrics
-	lim httpparse.Limits
+	cfg  Config
+	st   store.Store
+	log  *slog.Logger
+	m    *engineMetrics
+	lim  httpparse.Limits
+	auth *authenticator
+	cors *corsPolicy
 
 	gnetEng gnet.Engine // set in OnBoot
 	addr    atomic.Pointer[net.TCPAddr]
@@ -64,7 +66,17 @@ func New(cfg Config, st store.Store) (*Engine, error) {
 	if err := cfg.fillDefaults(); err != nil {
 		return nil, err
 	}
+	auth, err := newAuthenticator(cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
+	cors, err := newCORSPolicy(cfg.CORS)
+	if err != nil {
+		return nil, err
+	}
 	e := &Engine{
+		auth:    auth,
+		cors:    cors,
 		cfg:     cfg,
 		st:      st,
 		log:     cfg.Logger,
@@ -194,6 +206,13 @@ func (e *Engine) OnBoot(eng gnet.Engine) gnet.Action {
 		"heartbeat", e.cfg.Heartbeat, "poll", e.cfg.Poll, "max_body_bytes", l.MaxBodyBytes,
 		"max_outbound_bytes", l.MaxOutboundBytes, "header_timeout", l.HeaderTimeout}, e.cfg.StartupAttrs...)
 	e.log.Info("sseloop listening", attrs...)
+	if !e.auth.publishAuthConfigured() {
+		e.log.Warn("no publisher auth configured (auth.publish_keys, auth.jwt_secret or auth.jwt_public_key): " +
+			"triggers are accepted from loopback clients only, and every client of a local reverse proxy is one")
+	}
+	if s := e.cfg.Auth.JWTSecret; s != "" && len(s) < 32 {
+		e.log.Warn("auth.jwt_secret is shorter than 32 bytes; HS256 keys that short can be brute-forced")
+	}
 	close(e.ready)
 	return gnet.None
 }
@@ -218,6 +237,9 @@ func (e *Engine) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if e.m.conns.Add(1) > int64(e.cfg.Limits.MaxConns) || e.stopping.Load() {
 		e.m.conns.Add(-1)
 		e.m.httpError(503)
+		if !e.stopping.Load() {
+			e.m.limit("max_conns")
+		}
 		e.m.closed("over_limit")
 		return respOverLimit, gnet.Close
 	}

@@ -8,8 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,9 +21,10 @@ import (
 
 // testServer is a real engine on 127.0.0.1:0 with an in-memory store.
 type testServer struct {
-	e    *Engine
-	st   store.Store
-	addr string
+	e      *Engine
+	st     store.Store
+	addr   string
+	pubKey string // first auth.publish_keys entry, sent by trigger
 }
 
 // startServer starts an engine; mutate adjusts the config first. The server
@@ -68,7 +72,11 @@ func startServerWithStore(t *testing.T, st store.Store, mutate func(*Config)) *t
 		}
 		_ = st.Close()
 	})
-	return &testServer{e: e, st: st, addr: e.Addr().String()}
+	ts := &testServer{e: e, st: st, addr: e.Addr().String()}
+	if len(cfg.Auth.PublishKeys) > 0 {
+		ts.pubKey = cfg.Auth.PublishKeys[0]
+	}
+	return ts
 }
 
 func (s *testServer) url(path string) string { return "http://" + s.addr + path }
@@ -80,7 +88,14 @@ func (s *testServer) trigger(t *testing.T, key, event, data string) uint64 {
 	if event != "" {
 		u += "?event=" + event
 	}
-	resp, err := http.Post(u, "text/plain", strings.NewReader(data))
+	req, err := http.NewRequest("POST", u, strings.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.pubKey != "" {
+		req.Header.Set("Authorization", "Bearer "+s.pubKey)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,18 +125,25 @@ type sseStream struct {
 	r      *bufio.Reader
 	Status int
 	Header http.Header
+	resp   *http.Response
 }
 
 // openSSE sends a GET for path with extra header lines and reads the
 // response head.
 func openSSE(t *testing.T, addr, path string, headers ...string) *sseStream {
 	t.Helper()
+	return openSSEMethod(t, addr, "GET", path, headers...)
+}
+
+// openSSEMethod is openSSE with another method.
+func openSSEMethod(t *testing.T, addr, method, path string, headers ...string) *sseStream {
+	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	req := "GET " + path + " HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n"
+	req := method + " " + path + " HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n"
 	for _, h := range headers {
 		req += h + "\r\n"
 	}
@@ -134,12 +156,11 @@ func openSSE(t *testing.T, addr, path string, headers ...string) *sseStream {
 	if err != nil {
 		t.Fatalf("read response head: %v", err)
 	}
-	s.Status, s.Header = resp.StatusCode, resp.Header
-	if resp.StatusCode == 200 {
+	s.Status, s.Header, s.resp = resp.StatusCode, resp.Header, resp
+	if resp.Header.Get("Content-Type") == "text/event-stream" {
 		// The body is close-delimited: keep reading from s.r directly.
 		return s
 	}
-	resp.Body.Close()
 	return s
 }
 
@@ -236,3 +257,70 @@ func mustID(t *testing.T, s string) uint64 {
 }
 
 func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
+
+// waitFor polls cond until it holds, failing the test after 10s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// metricValue returns the value of one sample of the engine's metrics (0
+// when absent).
+func metricValue(t *testing.T, s *testServer, name string) float64 {
+	t.Helper()
+	var b strings.Builder
+	s.e.m.set.WritePrometheus(&b)
+	for _, line := range strings.Split(b.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// slogTo returns a logger writing text to w (safe for concurrent use).
+func slogTo(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(&lockedWriter{w: w}, nil))
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func netResolve(addr string) (net.Addr, error) { return net.ResolveTCPAddr("tcp", addr) }
+
+func newMemStore(t *testing.T) store.Store {
+	t.Helper()
+	st, err := store.OpenBunt(":memory:", store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+func writePEMBytes(t *testing.T, b []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "bad.pem")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

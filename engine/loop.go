@@ -25,6 +25,7 @@ type loop struct {
 	out  []byte            // response scratch
 	body []byte            // decoded chunked bodies
 	keys [][]byte          // decoded subscription keys
+	tok  []byte            // a token unescaped from the query
 
 	// counters batched per task and flushed to the shared metrics, so that a
 	// fan-out to 10,000 streams costs one atomic add, not 10,000.
@@ -212,17 +213,24 @@ func (l *loop) write(c *conn, b []byte) {
 func (l *loop) checkOutbound(c *conn) {
 	if c.phase == phaseStream && c.gc.OutboundBuffered() > l.e.cfg.Limits.MaxOutboundBytes {
 		l.e.m.slowEvicted.Inc()
+		l.e.m.limit("max_outbound_bytes")
 		l.close(c, reasonSlowConsumer)
 	}
 }
 
 // close closes c after its pending output, from any point on the loop.
+// A conn already closing (an error response was written and serve asked
+// gnet to close it) keeps its first reason but is still closed: gnet's
+// Close is idempotent, and a close requested by a return value of serve is
+// lost when serve ran from a task rather than from OnTraffic.
 func (l *loop) close(c *conn, reason closeReason) {
-	if c.phase == phaseClosed || c.phase == phaseClosing {
+	if c.phase == phaseClosed {
 		return
 	}
-	c.phase = phaseClosing
-	c.closeReason = reason
+	if c.phase != phaseClosing {
+		c.phase = phaseClosing
+		c.closeReason = reason
+	}
 	_ = c.gc.Close()
 }
 

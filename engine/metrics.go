@@ -13,8 +13,8 @@ import (
 type engineMetrics struct {
 	set *metrics.Set
 
-	conns      atomic.Int64 // open connections (also the max_conns check)
-	subs       atomic.Int64 // open streams
+	conns atomic.Int64 // open connections (also the max_conns check)
+	subs  atomic.Int64 // open streams
 
 	accepted    *metrics.Counter
 	published   *metrics.Counter
@@ -52,6 +52,12 @@ func newEngineMetrics() *engineMetrics {
 // closed counts a closed connection by reason.
 func (m *engineMetrics) closed(reason string) {
 	m.set.GetOrCreateCounter(`sseloop_connections_closed_total{reason="` + reason + `"}`).Inc()
+}
+
+// limit counts a request or connection refused by the named limit (the
+// config key under limits.).
+func (m *engineMetrics) limit(name string) {
+	m.set.GetOrCreateCounter(`sseloop_limit_exceeded_total{limit="` + name + `"}`).Inc()
 }
 
 // httpError counts an error response by status code.

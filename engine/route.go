@@ -19,13 +19,19 @@ func (l *loop) route(c *conn, req *httpparse.Request, body []byte) (keep bool) {
 	get := string(req.Method) == "GET"
 	switch {
 	case string(path) == "/events" || hasPrefix(path, "/events/"):
+		if string(req.Method) == "OPTIONS" {
+			return l.preflight(c, req, "GET")
+		}
 		if !get {
-			return l.methodNotAllowed(c, "GET")
+			return l.methodNotAllowed(c, "GET, OPTIONS")
 		}
 		return l.subscribe(c, req)
 	case string(path) == "/trigger" || hasPrefix(path, "/trigger/"):
+		if string(req.Method) == "OPTIONS" {
+			return l.preflight(c, req, "POST")
+		}
 		if string(req.Method) != "POST" {
-			return l.methodNotAllowed(c, "POST")
+			return l.methodNotAllowed(c, "POST, OPTIONS")
 		}
 		return l.trigger(c, req, body)
 	case string(path) == "/":
@@ -53,21 +59,23 @@ func (l *loop) route(c *conn, req *httpparse.Request, body []byte) (keep bool) {
 		if !get {
 			return l.methodNotAllowed(c, "GET")
 		}
-		return l.async(c, req, func(ctx context.Context) ([]byte, bool) {
+		ka, h10 := req.KeepAlive, req.ProtoMinor == 0
+		return l.async(c, func(ctx context.Context) ([]byte, bool) {
 			if err := l.e.st.Ping(ctx); err != nil {
 				l.e.log.Warn("readyz: store not reachable", "err", err)
-				return appendResponse(nil, 503, "text/plain; charset=utf-8", []byte("store unavailable\n"), c.keepAlive, c.http10), true
+				return appendResponse(nil, 503, "text/plain; charset=utf-8", []byte("store unavailable\n"), ka, h10), ka
 			}
-			return appendResponse(nil, 200, "text/plain; charset=utf-8", []byte("ready\n"), c.keepAlive, c.http10), true
+			return appendResponse(nil, 200, "text/plain; charset=utf-8", []byte("ready\n"), ka, h10), ka
 		})
 	case string(path) == "/metrics":
 		if !get {
 			return l.methodNotAllowed(c, "GET")
 		}
-		return l.async(c, req, func(context.Context) ([]byte, bool) {
+		ka, h10 := req.KeepAlive, req.ProtoMinor == 0
+		return l.async(c, func(context.Context) ([]byte, bool) {
 			var b bytes.Buffer
 			l.e.m.write(&b)
-			return appendResponse(nil, 200, "text/plain; version=0.0.4; charset=utf-8", b.Bytes(), c.keepAlive, c.http10), true
+			return appendResponse(nil, 200, "text/plain; version=0.0.4; charset=utf-8", b.Bytes(), ka, h10), ka
 		})
 	}
 	l.e.m.httpError(404)
@@ -86,10 +94,68 @@ func (l *loop) methodNotAllowed(c *conn, allow string) bool {
 	return false
 }
 
+// preflight answers OPTIONS for a route that allows methods.
+func (l *loop) preflight(c *conn, req *httpparse.Request, methods string) bool {
+	l.out = l.e.cors.preflight(l.out[:0], req.Header("Origin"), methods, req.KeepAlive, req.ProtoMinor == 0)
+	l.write(c, l.out)
+	return req.KeepAlive
+}
+
+// authError answers 401 (with WWW-Authenticate, RFC 6750) or 403 and closes
+// c. The body is fixed; which check failed goes to the debug log only.
+func (l *loop) authError(c *conn, status int, tokenSent bool, cors string, why string) bool {
+	l.e.m.authFail.Inc()
+	l.e.m.httpError(status)
+	l.e.log.Debug("auth failed", "remote", c.gc.RemoteAddr(), "status", status, "why", why)
+	h := cors
+	if status == 401 {
+		if tokenSent {
+			h = `WWW-Authenticate: Bearer realm="sseloop", error="invalid_token"` + "\r\n" + cors
+		} else {
+			h = `WWW-Authenticate: Bearer realm="sseloop"` + "\r\n" + cors
+		}
+	}
+	l.out = appendResponseH(l.out[:0], status, "text/plain; charset=utf-8", h, []byte(errorBodies[status]), false, false)
+	l.write(c, l.out)
+	c.phase, c.closeReason = phaseClosing, reasonUnauthorized
+	return false
+}
+
+// verifyThen verifies tok and calls then with the result on the loop.
+// HS256 is checked right here; with a public key configured the check runs
+// on a store worker (see authenticator) and c is busy meanwhile, so then
+// must not touch the request or the loop's scratch buffers, which are
+// reused by then. verifyThen returns what serve should do with c.
+func (l *loop) verifyThen(c *conn, tok []byte, then func(*tokenClaims, error) (keep bool)) bool {
+	a := l.e.auth
+	if !a.offLoop() {
+		return then(a.verify(string(tok)))
+	}
+	ts := string(tok)
+	job := func(context.Context) {
+		cl, err := a.verify(ts)
+		l.execute(func() {
+			if c.phase != phaseBusy {
+				return // closed meanwhile
+			}
+			c.phase = phaseRequest
+			keep := then(cl, err)
+			l.resume(c, keep)
+		})
+	}
+	select {
+	case l.e.workQ <- job:
+		c.phase = phaseBusy
+		return true
+	default:
+		return l.badRequest(c, 503, "server busy")
+	}
+}
+
 // async runs fn on a store worker and writes the response it returns on the
-// loop. While it runs, c is busy: pipelined requests wait their turn.
-func (l *loop) async(c *conn, req *httpparse.Request, fn func(context.Context) ([]byte, bool)) bool {
-	c.keepAlive, c.http10 = req.KeepAlive, req.ProtoMinor == 0
+// loop; fn's bool says whether c stays open. While it runs, c is busy:
+// pipelined requests wait their turn. fn must not read c.
+func (l *loop) async(c *conn, fn func(context.Context) ([]byte, bool)) bool {
 	job := func(ctx context.Context) {
 		resp, keep := fn(ctx)
 		l.execute(func() { l.finish(c, resp, keep) })
@@ -161,6 +227,7 @@ func (l *loop) subscribe(c *conn, req *httpparse.Request) bool {
 		switch string(name) {
 		case "key":
 			if len(l.keys) >= l.e.cfg.Limits.MaxKeys {
+				l.e.m.limit("max_keys")
 				return l.badRequest(c, 400, "too many keys")
 			}
 			if !l.appendKey(value, true) {
@@ -187,27 +254,63 @@ func (l *loop) subscribe(c *conn, req *httpparse.Request) bool {
 		return l.badRequest(c, 400, "missing key")
 	}
 	if len(l.keys) > l.e.cfg.Limits.MaxKeys {
+		l.e.m.limit("max_keys")
 		return l.badRequest(c, 400, "too many keys")
 	}
+	cors := l.e.cors.headers(req.Header("Origin"))
+	a := l.e.auth
+	if !a.needToken(l.keys) {
+		return l.openStream(c, l.keys, lastID, haveLast, 0, cors)
+	}
+	var tok []byte
+	tok, l.tok = a.subscriberToken(req, l.tok)
+	if len(tok) == 0 {
+		return l.authError(c, 401, tok != nil, cors, "no token")
+	}
+	keys := l.keys
+	if a.offLoop() {
+		keys = make([][]byte, len(l.keys))
+		for i, k := range l.keys {
+			keys[i] = bytes.Clone(k)
+		}
+	}
+	return l.verifyThen(c, tok, func(cl *tokenClaims, err error) bool {
+		exp, status := a.authorizeSubscribe(keys, cl, err)
+		if status != 0 {
+			why := "token does not cover a key"
+			if err != nil {
+				why = err.Error()
+			}
+			return l.authError(c, status, true, cors, why)
+		}
+		return l.openStream(c, keys, lastID, haveLast, exp, cors)
+	})
+}
 
+// openStream turns c into an event stream of keys (distinct and valid) that
+// closes at exp (unix seconds, 0 = never), with cors header lines.
+func (l *loop) openStream(c *conn, keys [][]byte, lastID uint64, haveLast bool, exp uint32, cors string) bool {
 	// Join before the head is written: a client that sees the head may
 	// trigger at once, and that event must find this stream.
 	c.phase = phaseStream
 	c.lastID = lastID
-	l.join(c, l.keys)
-	l.wheel.Schedule(&c.timer, l.e.cfg.Heartbeat, c.fire)
-	l.out = append(l.out[:0], streamHead...)
+	c.expires = exp
+	l.join(c, keys)
+	l.armStream(c, l.e.cfg.Heartbeat)
+	l.out = append(l.out[:0], "HTTP/1.1 200 OK\r\n"...)
+	l.out = append(l.out, cors...)
+	l.out = append(l.out, streamHead...)
 	l.out = strconv.AppendInt(l.out, l.e.cfg.Retry.Milliseconds(), 10)
 	l.out = append(l.out, "\n\n"...)
 	l.write(c, l.out)
 	if haveLast {
 		// "0" is a real position: the client has seen nothing yet and wants
 		// the whole retained history.
-		keys := make([]string, len(l.keys))
-		for i, k := range l.keys {
-			keys[i] = string(k)
+		ks := make([]string, len(keys))
+		for i, k := range keys {
+			ks[i] = string(k)
 		}
-		l.startReplay(c, keys, lastID)
+		l.startReplay(c, ks, lastID)
 	}
 	return true
 }
@@ -221,8 +324,8 @@ func parseID(b []byte) (uint64, bool) {
 	return id, err == nil
 }
 
-var streamHead = []byte("HTTP/1.1 200 OK\r\n" +
-	"Content-Type: text/event-stream\r\n" +
+// streamHead follows the status line and any CORS lines of a stream.
+var streamHead = []byte("Content-Type: text/event-stream\r\n" +
 	"Cache-Control: no-cache\r\n" +
 	"Connection: keep-alive\r\n" +
 	"X-Accel-Buffering: no\r\n" +
@@ -231,7 +334,8 @@ var streamHead = []byte("HTTP/1.1 200 OK\r\n" +
 
 // trigger publishes the event(s) of a POST /trigger request.
 func (l *loop) trigger(c *conn, req *httpparse.Request, body []byte) bool {
-	job := &appendJob{l: l, c: c}
+	job := &appendJob{l: l, c: c, keepAlive: req.KeepAlive, http10: req.ProtoMinor == 0,
+		cors: l.e.cors.headers(req.Header("Origin"))}
 	if rest := req.Path[len("/trigger"):]; len(rest) > 1 {
 		key, err := httpparse.AppendUnescape(nil, rest[1:], false)
 		if err != nil || !validKey(key) {
@@ -256,7 +360,40 @@ func (l *loop) trigger(c *conn, req *httpparse.Request, body []byte) bool {
 		}
 		job.raw = bytes.Clone(body)
 	}
-	c.keepAlive, c.http10 = req.KeepAlive, req.ProtoMinor == 0
+
+	// Publisher auth: a static key allows every key; a JWT allows the keys
+	// its sseloop.publish patterns cover (a batch is checked once parsed,
+	// in the appender); with neither configured only loopback may publish.
+	a := l.e.auth
+	tok, present := bearer(req)
+	switch {
+	case !a.publishAuthConfigured():
+		if !isLoopback(c.gc.RemoteAddr()) {
+			return l.authError(c, 403, false, job.cors, "no publisher auth configured and client is not loopback")
+		}
+		return l.enqueue(c, job)
+	case len(tok) == 0:
+		return l.authError(c, 401, present, job.cors, "no publisher credentials")
+	case a.staticPublisher(tok):
+		return l.enqueue(c, job)
+	case !a.jwtEnabled():
+		return l.authError(c, 401, true, job.cors, "unknown publish key")
+	}
+	return l.verifyThen(c, tok, func(cl *tokenClaims, err error) bool {
+		if err != nil {
+			return l.authError(c, 401, true, job.cors, err.Error())
+		}
+		job.publish = cl.publish()
+		if job.evs != nil && !matchAny(job.publish, job.evs[0].Key) {
+			return l.authError(c, 403, true, job.cors, "token does not cover the key")
+		}
+		job.checkKeys = true
+		return l.enqueue(c, job)
+	})
+}
+
+// enqueue hands a trigger to the appender; c is busy until it answers.
+func (l *loop) enqueue(c *conn, job *appendJob) bool {
 	select {
 	case l.e.appendQ <- job:
 		c.phase = phaseBusy

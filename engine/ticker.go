@@ -145,6 +145,11 @@ type appendJob struct {
 
 	first, n int // the job's events in the appender's combined batch
 	resp     []byte
+
+	keepAlive, http10 bool   // of the request
+	cors              string // CORS header lines for the answer
+	checkKeys         bool   // a JWT publisher: every key must match publish
+	publish           []string
 }
 
 // maxAppendJobs bounds how many waiting triggers one store append combines.
@@ -179,11 +184,17 @@ func (e *Engine) runAppender(ctx context.Context) {
 			if j.raw != nil {
 				parsed, err := e.parseBatch(j.raw)
 				if err != nil {
-					j.resp = appendResponse(nil, 400, "text/plain; charset=utf-8", []byte(err.Error()+"\n"), false, false)
+					j.resp = appendResponseH(nil, 400, "text/plain; charset=utf-8", j.cors, []byte(err.Error()+"\n"), false, false)
 					e.m.httpError(400)
 					continue
 				}
 				j.evs = parsed
+			}
+			if j.checkKeys && !j.covered() {
+				e.m.authFail.Inc()
+				e.m.httpError(403)
+				j.resp = appendResponseH(nil, 403, "text/plain; charset=utf-8", j.cors, []byte(errorBodies[403]), false, false)
+				continue
 			}
 			j.first, j.n = len(evs), len(j.evs)
 			evs = append(evs, j.evs...)
@@ -209,10 +220,11 @@ func (e *Engine) runAppender(ctx context.Context) {
 				keep = false
 			case err != nil:
 				e.m.httpError(503)
-				j.resp = appendResponse(nil, 503, "text/plain; charset=utf-8", []byte("store unavailable\n"), false, false)
+				j.resp = appendResponseH(nil, 503, "text/plain; charset=utf-8", j.cors, []byte("store unavailable\n"), false, false)
 				keep = false
 			default:
-				j.resp = appendIDs(j.c, evs[j.first:j.first+j.n], j.raw != nil)
+				j.resp = appendIDs(j, evs[j.first:j.first+j.n], j.raw != nil)
+				keep = j.keepAlive
 			}
 			l, c, resp := j.l, j.c, j.resp
 			l.execute(func() { l.finish(c, resp, keep) })
@@ -222,7 +234,7 @@ func (e *Engine) runAppender(ctx context.Context) {
 
 // appendIDs renders the 200 answer of a trigger: {"id":"N"} for one event,
 // {"ids":["N",…]} for a batch.
-func appendIDs(c *conn, evs []store.Event, isBatch bool) []byte {
+func appendIDs(j *appendJob, evs []store.Event, isBatch bool) []byte {
 	var body []byte
 	if isBatch {
 		body = append(body, `{"ids":[`...)
@@ -240,7 +252,17 @@ func appendIDs(c *conn, evs []store.Event, isBatch bool) []byte {
 		body = strconv.AppendUint(body, evs[0].ID, 10)
 		body = append(body, "\"}\n"...)
 	}
-	return appendResponse(nil, 200, "application/json", body, c.keepAlive, c.http10)
+	return appendResponseH(nil, 200, "application/json", j.cors, body, j.keepAlive, j.http10)
+}
+
+// covered reports whether the job's publish patterns cover all its keys.
+func (j *appendJob) covered() bool {
+	for i := range j.evs {
+		if !matchAny(j.publish, j.evs[i].Key) {
+			return false
+		}
+	}
+	return true
 }
 
 // batchRequest is the body of POST /trigger.
@@ -264,6 +286,7 @@ func (e *Engine) parseBatch(raw []byte) ([]store.Event, error) {
 		return nil, errors.New("empty batch")
 	}
 	if len(br.Events) > e.cfg.Limits.MaxBatchEvents {
+		e.m.limit("max_batch_events")
 		return nil, errors.New("too many events in batch")
 	}
 	evs := make([]store.Event, len(br.Events))

@@ -119,8 +119,16 @@ func loadConfig(args []string, environ []string) (Config, options, *koanf.Koanf,
 		Prefix:      envPrefix,
 		EnvironFunc: func() []string { return environ },
 		TransformFunc: func(key, v string) (string, any) {
-			key = strings.ToLower(strings.TrimPrefix(key, envPrefix))
-			return strings.ReplaceAll(key, "__", "."), v
+			key = strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(key, envPrefix)), "__", ".")
+			if _, list := defaults[key].([]string); list {
+				// Lists are comma-separated, as in flags:
+				// SSELOOP_AUTH__PUBLIC_KEYS=news:*,status
+				if v == "" {
+					return key, []string{}
+				}
+				return key, strings.Split(v, ",")
+			}
+			return key, v
 		},
 	}), nil)
 	if err != nil {
@@ -157,7 +165,7 @@ func (c *Config) check() error {
 	for key, d := range map[string]time.Duration{
 		"tick": c.Engine.Tick, "poll": c.Engine.Poll, "heartbeat": c.Engine.Heartbeat,
 		"retry": c.Engine.Retry, "limits.header_timeout": c.Engine.Limits.HeaderTimeout,
-		"limits.idle_timeout": c.Engine.Limits.IdleTimeout,
+		"limits.idle_timeout": c.Engine.Limits.IdleTimeout, "cors.max_age": c.Engine.CORS.MaxAge,
 	} {
 		if d < time.Millisecond {
 			return fmt.Errorf("config: %s: %v is below 1ms (a bare number means nanoseconds; write e.g. 30s)", key, d)

@@ -110,3 +110,43 @@ func TestExampleConfigIsComplete(t *testing.T) {
 		}
 	}
 }
+
+func TestListKeysFromEnvFileAndFlags(t *testing.T) {
+	// Why: auth.public_keys and friends are lists; an environment value must
+	// split on commas like a flag does, not become one pattern "a,b".
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("cors:\n  allowed_origins: [\"https://a.example\", \"https://b.example\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, _, err := loadConfig([]string{"--config", file, "--auth.publish_keys", "k1,k2"},
+		[]string{"SSELOOP_AUTH__PUBLIC_KEYS=news:*,status"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want []string
+	}{
+		{"env", cfg.Engine.Auth.PublicKeys, []string{"news:*", "status"}},
+		{"flag", cfg.Engine.Auth.PublishKeys, []string{"k1", "k2"}},
+		{"file", cfg.Engine.CORS.AllowedOrigins, []string{"https://a.example", "https://b.example"}},
+	}
+	for _, c := range checks {
+		if strings.Join(c.got, "|") != strings.Join(c.want, "|") {
+			t.Errorf("%s: got %q, want %q", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestPrintConfigRedactsSecrets(t *testing.T) {
+	// Why: --print-config output is pasted into tickets; it must not leak
+	// the JWT secret or the publish keys.
+	var out, errb bytes.Buffer
+	code := run([]string{"--print-config", "--auth.jwt_secret", "s3cret-s3cret", "--auth.publish_keys", "pk-123"}, nil, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if strings.Contains(out.String(), "s3cret") || strings.Contains(out.String(), "pk-123") {
+		t.Fatalf("print-config shows a secret:\n%s", out.String())
+	}
+}

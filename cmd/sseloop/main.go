@@ -46,6 +46,12 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return checkHealth(cfg.Engine.Listen, stderr)
 	}
 	if opts.printConfig {
+		// Secrets are not printed: the output ends up in tickets and logs.
+		for _, key := range []string{"auth.jwt_secret", "auth.publish_keys"} {
+			if v := k.Get(key); v != nil && fmt.Sprint(v) != "" && fmt.Sprint(v) != "[]" {
+				_ = k.Set(key, "(redacted)")
+			}
+		}
 		b, err := k.Marshal(yaml.Parser())
 		if err != nil {
 			fmt.Fprintln(stderr, "sseloop:", err)
