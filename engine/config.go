@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"syscall"
 	"time"
 )
@@ -203,15 +204,26 @@ func (c *Config) fillDefaults() error {
 }
 
 // fdHeadroom is how many descriptors MaxConns leaves free by default: the
-// listener, epoll and eventfd per loop, the store file, log files, DNS.
-const fdHeadroom = 64
+// store file, log files, /proc reads for metrics, DNS. Each loop adds
+// fdPerLoop: its listener, epoll and eventfd, and the one connection it may
+// have accepted but not yet refused (see Engine.Run: every loop accepts for
+// itself, so no more than one refused connection per loop holds a
+// descriptor at any time).
+const (
+	fdHeadroom = 64
+	fdPerLoop  = 4
+)
 
-func defaultMaxConns(int) (int, error) {
+func defaultMaxConns(loops int) (int, error) {
+	if loops <= 0 {
+		loops = runtime.GOMAXPROCS(0)
+	}
+	// The Go runtime has already raised the soft limit to the hard one.
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return 0, fmt.Errorf("engine: read open-files limit: %w", err)
 	}
-	n := int(rl.Cur) - fdHeadroom
+	n := int(rl.Cur) - fdHeadroom - fdPerLoop*loops
 	if n < 1 {
 		return 0, errors.New("engine: open-files limit too low; raise ulimit -n")
 	}

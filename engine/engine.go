@@ -137,12 +137,24 @@ func (e *Engine) Run(ctx context.Context) error {
 		wg.Wait()
 	}()
 
+	addr, err := e.listenAddr()
+	if err != nil {
+		return err
+	}
 	loops := e.numLoops()
 	errc := make(chan error, 1)
 	go func() {
-		errc <- gnet.Run(e, "tcp://"+e.cfg.Listen,
+		// Every loop gets its own SO_REUSEPORT listener and accepts for
+		// itself, even without cfg.ReusePort. Why: with one listener, gnet
+		// accepts on a separate goroutine until the queue is empty and
+		// hands each socket to a loop later, so a flood of connections can
+		// hold any number of descriptors before OnOpen refuses them, and
+		// gnet v2.9.7 stops the whole engine when accept fails with EMFILE.
+		// Accepting on the loop runs OnOpen at once, so at most one refused
+		// connection per loop holds a descriptor (fdPerLoop).
+		errc <- gnet.Run(e, "tcp://"+addr,
 			gnet.WithNumEventLoop(loops),
-			gnet.WithReusePort(e.cfg.ReusePort),
+			gnet.WithReusePort(true),
 			gnet.WithReuseAddr(true),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithLogger(gnetLogger{e.log}),
@@ -176,6 +188,28 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.log.Warn("engine: gnet returned", "err", err)
 	}
 	return nil
+}
+
+// listenAddr resolves cfg.Listen for per-loop SO_REUSEPORT listeners. Port 0
+// is replaced by a free port, which every loop then shares. Without
+// cfg.ReusePort the address is probed with a plain listener first, so that
+// a port already in use fails at start instead of being silently shared
+// with another process.
+func (e *Engine) listenAddr() (string, error) {
+	host, port, err := net.SplitHostPort(e.cfg.Listen)
+	if err != nil {
+		return "", fmt.Errorf("engine: listen %q: %w", e.cfg.Listen, err)
+	}
+	if e.cfg.ReusePort && port != "0" {
+		return e.cfg.Listen, nil
+	}
+	ln, err := net.Listen("tcp", e.cfg.Listen)
+	if err != nil {
+		return "", fmt.Errorf("engine: serve %s: %w", e.cfg.Listen, err)
+	}
+	_, port, _ = net.SplitHostPort(ln.Addr().String())
+	_ = ln.Close()
+	return net.JoinHostPort(host, port), nil
 }
 
 func (e *Engine) numLoops() int {

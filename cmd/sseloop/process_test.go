@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,8 +21,23 @@ import (
 // process tests need no separate build.
 const childEnv = "SSELOOPTEST_RUN_MAIN" // not SSELOOP_: that prefix is config
 
+// nofileEnv, in a child, sets its open-files limit (soft and hard) before
+// run(), like `ulimit -n` would: the Go runtime raises the soft limit to the
+// hard one at start, so only lowering both sticks.
+const nofileEnv = "SSELOOPTEST_NOFILE"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
+		if v := os.Getenv(nofileEnv); v != "" {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err == nil {
+				err = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: n, Max: n})
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "set open-files limit:", err)
+				os.Exit(3)
+			}
+		}
 		os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
@@ -31,6 +47,7 @@ func TestMain(m *testing.M) {
 type serverProcess struct {
 	cmd  *exec.Cmd
 	addr string
+	line string // the "sseloop listening" log line
 	done chan error
 }
 
@@ -40,8 +57,14 @@ var listenRE = regexp.MustCompile(`msg="sseloop listening" addr=(\S+)`)
 // listens. The child is killed when the test ends.
 func startProcess(t *testing.T, args ...string) *serverProcess {
 	t.Helper()
+	return startProcessEnv(t, nil, args...)
+}
+
+// startProcessEnv is startProcess with extra environment variables.
+func startProcessEnv(t *testing.T, env []string, args ...string) *serverProcess {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"--listen", "127.0.0.1:0"}, args...)...)
-	cmd.Env = append(os.Environ(), childEnv+"=1")
+	cmd.Env = append(append(os.Environ(), childEnv+"=1"), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -50,12 +73,12 @@ func startProcess(t *testing.T, args ...string) *serverProcess {
 		t.Fatal(err)
 	}
 	p := &serverProcess{cmd: cmd, done: make(chan error, 1)}
-	addrc := make(chan string, 1)
+	addrc := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
-				addrc <- m[1]
+				addrc <- [2]string{m[1], sc.Text()}
 			}
 		}
 		_, _ = io.Copy(io.Discard, stderr)
@@ -66,7 +89,8 @@ func startProcess(t *testing.T, args ...string) *serverProcess {
 		<-p.done
 	})
 	select {
-	case p.addr = <-addrc:
+	case a := <-addrc:
+		p.addr, p.line = a[0], a[1]
 	case err := <-p.done:
 		p.done <- err
 		t.Fatalf("sseloop exited before listening: %v", err)
