@@ -438,7 +438,7 @@ func TestOpen(t *testing.T) {
 		{"default", store.Config{}, nil},
 		{"buntdb_memory", store.Config{Driver: "buntdb", Path: ":memory:"}, nil},
 		{"buntdb_file", store.Config{Driver: "buntdb", Path: filepath.Join(t.TempDir(), "x.db")}, nil},
-		{"unknown_driver", store.Config{Driver: "redis"}, store.ErrUnknownDriver},
+		{"unknown_driver", store.Config{Driver: "nosuch"}, store.ErrUnknownDriver},
 		{"negative_max_events", store.Config{Options: store.Options{MaxEvents: -1}}, store.ErrBadOptions},
 		{"unknown_sync", store.Config{Options: store.Options{Sync: 7}}, store.ErrBadOptions},
 		{"directory", store.Config{Path: t.TempDir()}, nil},

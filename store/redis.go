@@ -54,8 +54,9 @@ const (
 //	pT:feed      stream, the change feed: one entry per event, entry id
 //	             "<id>-0", fields k (key), t (time ms), n (name), d (data).
 //	             Bounded by MAXLEN ~ RedisConfig.FeedLen; entries trimmed by
-//	             MaxEvents are also deleted (XDEL). Read by every node with
-//	             one XRANGE feed (<after+1>-0 + COUNT n per tick.
+//	             MaxEvents are deleted too (XDEL), expired ones by the
+//	             sweeper (XTRIM MINID). Read by every node with one
+//	             XRANGE feed <after+1>-0 + COUNT n per tick.
 //	pT:h:<key>   stream, the key's history for replay: entry id "<id>-0",
 //	             fields t, n, d. Trimmed to MaxEvents by Append (exactly).
 //	pT:d:<key>   string: the key's Dropped, the highest id removed from its
@@ -76,13 +77,14 @@ const (
 // # Retention
 //
 // MaxEvents is enforced in Append. TTL is enforced by Sweep (every node runs
-// it every SweepInterval; concurrent sweeps are harmless): it takes the keys
-// whose oldest event is expired from pT:keys and trims their histories; a
+// it every SweepInterval; concurrent sweeps are harmless): it trims the
+// expired entries from the start of the feed, then takes the keys whose
+// oldest event is expired from pT:keys and trims their histories; a
 // history left empty is deleted with its pT:d:<key> and its marker (unless
 // another program rewrote the marker), and the meta floor is raised to its
 // Dropped. Retention reports the floor as Dropped for a key without
-// pT:d:<key>, and a new key's Dropped starts at it, as in [Bunt]. The feed is
-// bounded by FeedLen, not by the TTL. Readers filter by time with the
+// pT:d:<key>, and a new key's Dropped starts at it, as in [Bunt]. No Redis
+// EXPIRE: it would forget a key's Dropped. Readers filter by time with the
 // injected clock, so expired events are never returned, swept or not. Data is
 // held twice (feed and history), so the feed needs no lookups.
 //
@@ -148,6 +150,7 @@ func OpenRedis(cfg RedisConfig, opts Options) (*Redis, error) {
 		Password:              cfg.Password,
 		DB:                    cfg.DB,
 		DialTimeout:           time.Second,
+		DialerRetries:         1, // fail fast: the caller retries
 		ReadTimeout:           2 * time.Second,
 		WriteTimeout:          2 * time.Second,
 		ContextTimeoutEnabled: true,
@@ -258,8 +261,8 @@ func (r *Redis) Append(ctx context.Context, evs []Event) error {
 	return nil
 }
 
-// After implements Store with one XRANGE on the feed (more only when a whole
-// page is expired but not yet trimmed).
+// After implements Store with one XRANGE on the feed (more only when a page
+// holds expired events that the feed still has).
 func (r *Redis) After(ctx context.Context, afterID uint64, limit int) ([]Event, error) {
 	if err := r.begin(ctx); err != nil {
 		return nil, err
@@ -270,18 +273,23 @@ func (r *Redis) After(ctx context.Context, afterID uint64, limit int) ([]Event, 
 	cutoff := r.cutoff()
 	var evs []Event
 	for {
-		page, err := r.xrange(ctx, r.kFeed, afterID, limit)
+		want := limit - len(evs)
+		page, err := r.xrange(ctx, r.kFeed, afterID, want)
 		if err != nil {
 			return nil, err
 		}
+		expired := false
 		for _, e := range page {
 			if e.Time > cutoff {
 				evs = append(evs, e)
+			} else {
+				expired = true
 			}
 		}
-		// Times never decrease with ids, so the expired events are a prefix:
-		// read on only if the whole (full) page was expired.
-		if len(evs) > 0 || len(page) < limit {
+		// Expired events (not trimmed yet) took room in a full page: read
+		// on past them. Times never decrease with ids, so that happens only
+		// at the start of the feed.
+		if !expired || len(page) < want || len(evs) == limit {
 			return evs, nil
 		}
 		afterID = page[len(page)-1].ID
@@ -497,8 +505,10 @@ func (r *Redis) Versions(ctx context.Context, keys []string) ([]string, error) {
 // redisSweepBatch is how many keys one sweep script handles.
 const redisSweepBatch = 100
 
-// Sweep implements Sweeper: it trims the expired events of every key whose
-// oldest event is expired, 100 keys per script.
+// Sweep implements Sweeper: it trims the expired events from the start of the
+// feed, 1,000 per script, and from the history of every key whose oldest event
+// is expired, 100 keys per script. It returns how many events it removed from
+// the histories.
 func (r *Redis) Sweep(ctx context.Context) (int, error) {
 	if err := r.begin(ctx); err != nil {
 		return 0, err
@@ -507,6 +517,15 @@ func (r *Redis) Sweep(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	cutoff := r.cutoff()
+	for {
+		n, err := feedSweepScript.Run(ctx, r.c, []string{r.kFeed}, cutoff, redisSweepBatch*10).Int()
+		if err != nil {
+			return 0, r.wrap(err)
+		}
+		if n < redisSweepBatch*10 {
+			break
+		}
+	}
 	removed := 0
 	for {
 		names, err := r.c.ZRangeArgs(ctx, redis.ZRangeArgs{

@@ -133,6 +133,34 @@ if floor > floor0 then redis.call('HSET', meta, 'floor', string.format('%d', flo
 return removed
 `)
 
+// feedSweepScript trims the expired entries from the start of the feed.
+//
+//	KEYS[1] feed
+//	ARGV[1] cutoff (ms; events at or before it are expired), ARGV[2] the
+//	        most entries to remove
+//
+// It returns the number of entries removed.
+var feedSweepScript = redis.NewScript(`
+local cutoff, most = tonumber(ARGV[1]), tonumber(ARGV[2])
+local start, last, seen = '-', nil, 0
+while seen < most do
+  local es = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', math.min(100, most - seen))
+  local done = #es == 0
+  for _, e in ipairs(es) do
+    if tonumber(e[2][4]) > cutoff then
+      done = true
+      break
+    end
+    last = e[1]
+    seen = seen + 1
+  end
+  if done then break end
+  start = '(' .. last
+end
+if not last then return 0 end
+return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-0', tonumber(string.sub(last, 1, -3)) + 1))
+`)
+
 // retentionScript reports the retention of some keys.
 //
 //	KEYS[1] meta, then for the j-th key (j from 1): KEYS[2j] history,

@@ -313,6 +313,9 @@ func TestRedisSweepCleanup(t *testing.T) {
 	if !slices.Equal(keys, want) {
 		t.Errorf("keys after the sweep: %q, want %q", keys, want)
 	}
+	if n, err := c.XLen(bg, prefix+"{sseloop}:feed").Result(); err != nil || n != 0 {
+		t.Errorf("the feed has %d entries after the sweep (%v), want 0", n, err)
+	}
 	ret, err := r.Retention(bg, []string{"a", "b", "new"})
 	if err != nil {
 		t.Fatal(err)
@@ -378,20 +381,24 @@ func TestRedisOutage(t *testing.T) {
 	}
 
 	srv.kill(t)
-	start := time.Now()
-	if err := r.Append(bg, []store.Event{{Key: "k0", Data: []byte("lost")}}); err == nil {
-		t.Error("Append succeeded with Redis down")
+	calls := []struct {
+		name string
+		fn   func() error
+	}{
+		{"Append", func() error { return r.Append(bg, []store.Event{{Key: "k0", Data: []byte("lost")}}) }},
+		{"After", func() error { _, err := r.After(bg, 0, 10); return err }},
+		{"Ping", func() error { return r.Ping(bg) }},
+		{"Replay", func() error { _, err := r.Replay(bg, []string{"k0"}, 0, 10); return err }},
+		{"LastID", func() error { _, err := r.LastID(bg); return err }},
 	}
-	if _, err := r.After(bg, 0, 10); err == nil {
-		t.Error("After succeeded with Redis down")
+	for _, c := range calls {
+		start := time.Now()
+		err := c.fn()
+		if err == nil {
+			t.Errorf("%s succeeded with Redis down", c.name)
+		}
+		t.Logf("%s with Redis down: %v after %v", c.name, err, time.Since(start))
 	}
-	if err := r.Ping(bg); err == nil {
-		t.Error("Ping succeeded with Redis down")
-	}
-	if _, err := r.Replay(bg, []string{"k0"}, 0, 10); err == nil {
-		t.Error("Replay succeeded with Redis down")
-	}
-	t.Logf("4 calls failed in %v with Redis down", time.Since(start))
 
 	srv.start(t)
 	for deadline := time.Now().Add(20 * time.Second); r.Ping(bg) != nil; {
@@ -415,5 +422,49 @@ func TestRedisOutage(t *testing.T) {
 	}
 	if rp := mustReplay(t, r, "k0"); len(rp) == 0 || rp[len(rp)-1].ID != e[0].ID {
 		t.Errorf("Replay(k0) after the restart: %v", idsOf(rp))
+	}
+}
+
+// A Redis that accepts connections but does not answer (stopped, overloaded,
+// behind a dead link) makes calls fail after the read timeout, not hang.
+func TestRedisHang(t *testing.T) {
+	srv := startRedis(t)
+	r := openRedis(t, store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()}, store.Options{SweepInterval: -1})
+	mustAppend(t, r, "a")
+	if err := srv.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			_ = srv.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	for _, c := range []struct {
+		name string
+		fn   func() error
+	}{
+		{"Ping", func() error { return r.Ping(bg) }},
+		{"After", func() error { _, err := r.After(bg, 0, 10); return err }},
+	} {
+		start := time.Now()
+		err := c.fn()
+		if err == nil {
+			t.Errorf("%s succeeded with Redis stopped", c.name)
+		}
+		t.Logf("%s with Redis stopped: %v after %v", c.name, err, time.Since(start))
+	}
+	if err := srv.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	for deadline := time.Now().Add(20 * time.Second); r.Ping(bg) != nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the store does not recover: %v", r.Ping(bg))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if evs := mustAfter(t, r); len(evs) != 1 {
+		t.Errorf("After the hang: %d events, want 1", len(evs))
 	}
 }

@@ -65,6 +65,7 @@ func Run(t *testing.T, open func(t *testing.T, opts store.Options) store.Store) 
 		{"max_events_within_batch", s.testMaxEventsBatch},
 		{"ttl", s.testTTL},
 		{"ttl_forever", s.testTTLForever},
+		{"ttl_limit", s.testTTLLimit},
 		{"time_never_decreases", s.testTimeMonotonic},
 		{"close", s.testClose},
 		{"canceled_context", s.testCanceled},
@@ -525,6 +526,26 @@ func (s suite) testTTL(t *testing.T) {
 	wantEvents(t, "after new event", replay(t, st, []string{"a"}, 0, 100), []store.Event{e4})
 	if r := retention(t, st, "a"); r[0].Oldest != e4.ID || r[0].Dropped < e2.ID {
 		t.Errorf("Retention(a) = %+v, want Oldest %d, Dropped >= %d", r[0], e4.ID, e2.ID)
+	}
+}
+
+// Expired events that are not swept yet take no room under the limit: After
+// and Replay still return up to limit live events.
+func (s suite) testTTLLimit(t *testing.T) {
+	st, clock := s.newStore(t, store.Options{TTL: time.Minute})
+	for i := range 5 {
+		appendOne(t, st, "a", fmt.Sprint("old", i))
+	}
+	clock.Advance(30 * time.Second)
+	var live []store.Event
+	for i := range 4 {
+		live = append(live, appendOne(t, st, "a", fmt.Sprint("new", i)))
+	}
+	clock.Advance(30*time.Second + time.Millisecond) // the first five expired
+	wantEvents(t, "After", after(t, st, 0, 3), live[:3])
+	wantEvents(t, "Replay", replay(t, st, []string{"a", "b"}, 0, 3), live[:3])
+	if r := retention(t, st, "a"); r[0].Oldest != live[0].ID || r[0].Dropped != live[0].ID-1 {
+		t.Errorf("Retention = %+v, want Oldest %d, Dropped %d", r[0], live[0].ID, live[0].ID-1)
 	}
 }
 
