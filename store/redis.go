@@ -61,6 +61,8 @@ const (
 //	             fields t, n, d. Trimmed to MaxEvents by Append (exactly).
 //	pT:d:<key>   string: the key's Dropped, the highest id removed from its
 //	             history by MaxEvents or the sweeper.
+//	pT:c:<n>:<key>:<version>  string with a TTL: a [Claimer] claim (n is
+//	             len(key)).
 //	pT:keys      sorted set: every key with a history, scored by the time of
 //	             its oldest retained event, so the sweeper finds the keys
 //	             with expired events without scanning.
@@ -125,6 +127,7 @@ var (
 	_ Store         = (*Redis)(nil)
 	_ Sweeper       = (*Redis)(nil)
 	_ VersionReader = (*Redis)(nil)
+	_ Claimer       = (*Redis)(nil)
 )
 
 // OpenRedis connects to Redis and checks it answers.
@@ -500,6 +503,21 @@ func (r *Redis) Versions(ctx context.Context, keys []string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// Claim implements Claimer with SET pT:c:<len(key)>:<key>:<version> 1 NX PX
+// ttl (the length keeps key "a:b", version "c" apart from key "a", version
+// "b:c"). A ttl under a millisecond counts as one.
+func (r *Redis) Claim(ctx context.Context, key, version string, ttl time.Duration) (bool, error) {
+	if err := r.begin(ctx); err != nil {
+		return false, err
+	}
+	k := r.prefix + redisTag + ":c:" + strconv.Itoa(len(key)) + ":" + key + ":" + version
+	ok, err := r.c.SetNX(ctx, k, "1", max(ttl, time.Millisecond)).Result()
+	if err != nil {
+		return false, r.wrap(err)
+	}
+	return ok, nil
 }
 
 // redisSweepBatch is how many keys one sweep script handles.

@@ -468,3 +468,30 @@ func TestRedisHang(t *testing.T) {
 		t.Errorf("After the hang: %d events, want 1", len(evs))
 	}
 }
+
+// Of several nodes that see the same new version of a key, one wins the claim.
+func TestRedisClaim(t *testing.T) {
+	srv := startRedis(t)
+	cfg := store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()}
+	const nodes = 5
+	var wins atomic.Int64
+	var wg sync.WaitGroup
+	for range nodes {
+		r := openRedis(t, cfg, store.Options{SweepInterval: -1})
+		wg.Go(func() {
+			for _, kv := range [][2]string{{"a", "1"}, {"a", "2"}, {"a:b", "c"}, {"a", "b:c"}} {
+				ok, err := r.Claim(bg, kv[0], kv[1], time.Minute)
+				if err != nil {
+					t.Errorf("Claim: %v", err)
+				}
+				if ok {
+					wins.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := wins.Load(); n != 4 {
+		t.Errorf("%d claims won, want 4 (one per key and version)", n)
+	}
+}

@@ -187,6 +187,16 @@ type VersionReader interface {
 	Versions(ctx context.Context, keys []string) ([]string, error)
 }
 
+// Claimer is implemented by stores shared by several nodes, so that one change
+// seen by all of them (a direct poke: a new version marker value) is handled
+// by one: the node that wins the claim fetches the data source and appends
+// the event, the others leave it to the feed.
+type Claimer interface {
+	// Claim returns true to exactly one caller, across all nodes, per key and
+	// version, for ttl (after which the claim is forgotten).
+	Claim(ctx context.Context, key, version string, ttl time.Duration) (bool, error)
+}
+
 var (
 	// ErrClosed is returned by every method of a closed Store.
 	ErrClosed = errors.New("store: closed")
