@@ -1,0 +1,469 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Connection states of the epoll client.
+const (
+	stConnecting uint8 = iota // connect in progress
+	stHead                    // request sent, reading the response head
+	stStream                  // streaming events
+	stClosed
+)
+
+// lconn is one load-generator connection, owned by the worker's loop.
+type lconn struct {
+	fd       int
+	key      int32
+	idx      int32
+	state    uint8
+	churn    bool
+	chunked  bool
+	bad      error // set by a parser callback; the loop closes the conn
+	deadline int64 // unix ns: attempt timeout, then (churn) close time
+	head     []byte
+	dec      chunkDecoder
+	sse      Parser
+	lastID   uint64
+}
+
+// loadWorker holds connections on one epoll instance, on one goroutine: no
+// goroutine per connection, so one process holds ~19,000 of them.
+type loadWorker struct {
+	spec   WorkerSpec
+	addr   unix.SockaddrInet4
+	src    *unix.SockaddrInet4
+	host   string
+	epfd   int
+	byFD   []*lconn
+	buf    []byte
+	events []unix.EpollEvent
+	req    []byte
+
+	r          WorkerReport
+	connPerKey []int
+	recvPerKey []int64
+	hist       Hist
+	errs       map[string]int64
+
+	pending       int // attempts in flight
+	pendingStable int
+	nextStable    int
+	settledSent   bool
+
+	active      bool
+	activeStart int64
+	churnStart  int64 // churn attempts started
+	churnQ      []*lconn
+
+	cur     *lconn
+	now     int64
+	onChunk func([]byte)
+	onEvent func(*Event)
+}
+
+func newLoadWorker(spec WorkerSpec) (*loadWorker, error) {
+	if spec.Keys <= 0 {
+		spec.Keys = 1
+	}
+	if spec.Inflight <= 0 {
+		spec.Inflight = 256
+	}
+	if spec.ConnectTimeout <= 0 {
+		spec.ConnectTimeout = 10 * time.Second
+	}
+	if spec.MaxLife <= 0 {
+		spec.MaxLife = time.Hour
+	}
+	if spec.ChurnHold <= 0 {
+		spec.ChurnHold = time.Second
+	}
+	ta, err := net.ResolveTCPAddr("tcp4", spec.Target)
+	if err != nil {
+		return nil, fmt.Errorf("bench: target: %w", err)
+	}
+	w := &loadWorker{
+		spec:       spec,
+		host:       spec.Target,
+		buf:        make([]byte, 64<<10),
+		events:     make([]unix.EpollEvent, 512),
+		connPerKey: make([]int, spec.Keys),
+		recvPerKey: make([]int64, spec.Keys),
+		errs:       make(map[string]int64),
+	}
+	w.addr.Port = ta.Port
+	copy(w.addr.Addr[:], ta.IP.To4())
+	if spec.Source != "" {
+		ip := net.ParseIP(spec.Source).To4()
+		if ip == nil {
+			return nil, fmt.Errorf("bench: source %q is not an IPv4 address", spec.Source)
+		}
+		w.src = &unix.SockaddrInet4{}
+		copy(w.src.Addr[:], ip)
+	}
+	w.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("bench: epoll_create1: %w", err)
+	}
+	w.onChunk = w.feedSSE
+	w.onEvent = w.event
+	return w, nil
+}
+
+// run drives the loop until a stop command, a closed command channel (the
+// parent is gone: return at once) or MaxLife. report gets progress reports
+// and, after stop, the final one.
+func (w *loadWorker) run(cmds <-chan string, report func(*WorkerReport)) error {
+	defer unix.Close(w.epfd)
+	start := time.Now()
+	end := start.Add(w.spec.MaxLife)
+	lastReport := start
+	for time.Now().Before(end) {
+		w.now = time.Now().UnixNano()
+		w.startStable()
+		if w.active {
+			w.churn()
+		}
+		n, err := unix.EpollWait(w.epfd, w.events, 10)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			w.closeAll()
+			return fmt.Errorf("bench: epoll_wait: %w", err)
+		}
+		for i := 0; i < n; i++ {
+			w.handle(&w.events[i])
+		}
+		if time.Since(lastReport) >= reportEvery {
+			lastReport = time.Now()
+			w.now = lastReport.UnixNano()
+			w.sweep()
+			report(w.progress())
+		}
+		select {
+		case cmd, ok := <-cmds:
+			if !ok {
+				w.closeAll()
+				return nil
+			}
+			switch cmd {
+			case cmdGo:
+				w.active, w.activeStart = true, time.Now().UnixNano()
+			case cmdStop:
+				w.closeAll()
+				report(w.final())
+				return nil
+			}
+		default:
+		}
+	}
+	w.closeAll()
+	w.errs["worker max life reached"]++
+	report(w.final())
+	return nil
+}
+
+func (w *loadWorker) progress() *WorkerReport {
+	r := w.r
+	r.Settled = w.nextStable == w.spec.Conns && w.pendingStable == 0
+	if r.Settled && !w.settledSent {
+		w.settledSent = true
+		r.ConnPerKey = append([]int(nil), w.connPerKey...)
+	}
+	return &r
+}
+
+func (w *loadWorker) final() *WorkerReport {
+	r := w.progress()
+	r.Final = true
+	r.ConnPerKey = append([]int(nil), w.connPerKey...)
+	r.RecvPerKey = append([]int64(nil), w.recvPerKey...)
+	r.Errors = w.errs
+	h := w.hist
+	r.Hist = &h
+	return r
+}
+
+func (w *loadWorker) startStable() {
+	for w.nextStable < w.spec.Conns && w.pending < w.spec.Inflight {
+		i := w.spec.First + w.nextStable
+		w.nextStable++
+		w.pendingStable++
+		w.dial(i, i%w.spec.Keys, false)
+	}
+}
+
+func (w *loadWorker) churn() {
+	target := int64(float64(w.now-w.activeStart) / 1e9 * w.spec.ChurnRate)
+	for k := 0; w.churnStart < target && w.pending < w.spec.Inflight && k < 64; k++ {
+		i := int(w.churnStart)
+		w.churnStart++
+		w.r.ChurnOpened++
+		w.dial(i, i%w.spec.Keys, true)
+	}
+	for len(w.churnQ) > 0 {
+		c := w.churnQ[0]
+		if c.state == stStream && c.deadline > w.now {
+			break
+		}
+		w.churnQ[0] = nil
+		w.churnQ = w.churnQ[1:]
+		if c.state == stStream {
+			w.r.ChurnClosed++
+			w.close(c, false)
+		}
+	}
+}
+
+func (w *loadWorker) dial(idx, key int, churn bool) {
+	w.pending++
+	c := &lconn{fd: -1, key: int32(key), idx: int32(idx), churn: churn, deadline: w.now + int64(w.spec.ConnectTimeout)}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		w.fail(c, "socket: "+err.Error())
+		return
+	}
+	c.fd = fd
+	if w.src != nil {
+		// Let connect pick the port per 4-tuple: a plain bind would
+		// reserve it for every destination.
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		if err := unix.Bind(fd, w.src); err != nil {
+			w.fail(c, "bind: "+err.Error())
+			return
+		}
+	}
+	err = unix.Connect(fd, &w.addr)
+	if err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		w.fail(c, "connect: "+err.Error())
+		return
+	}
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLOUT, Fd: int32(fd)}); err != nil {
+		w.fail(c, "epoll_ctl: "+err.Error())
+		return
+	}
+	for fd >= len(w.byFD) {
+		w.byFD = append(w.byFD, make([]*lconn, len(w.byFD)+1024)...)
+	}
+	w.byFD[fd] = c
+}
+
+func (w *loadWorker) handle(ev *unix.EpollEvent) {
+	fd := int(ev.Fd)
+	if fd >= len(w.byFD) || w.byFD[fd] == nil {
+		return
+	}
+	c := w.byFD[fd]
+	if c.state == stConnecting {
+		if errno, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || errno != 0 {
+			w.fail(c, "connect: "+unix.Errno(errno).Error())
+			return
+		}
+		w.req = append(w.req[:0], "GET "...)
+		w.req = append(w.req, subscribePath(keyName(w.spec.KeyPrefix, int(c.key)), int(c.idx))...)
+		w.req = append(w.req, " HTTP/1.1\r\nHost: "...)
+		w.req = append(w.req, w.host...)
+		w.req = append(w.req, "\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"...)
+		n, err := unix.Write(fd, w.req)
+		if err != nil || n != len(w.req) {
+			w.fail(c, "write request")
+			return
+		}
+		if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_MOD, fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(fd)}); err != nil {
+			w.fail(c, "epoll_ctl: "+err.Error())
+			return
+		}
+		c.state = stHead
+		return
+	}
+	// Level-triggered: a few reads per turn keep one busy conn from
+	// starving the others; the rest is read on the next turn.
+	for range 4 {
+		n, err := unix.Read(fd, w.buf)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			return
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			w.lost(c, "read: "+err.Error())
+			return
+		case n == 0:
+			w.lost(c, "closed by server")
+			return
+		}
+		w.now = time.Now().UnixNano()
+		w.consume(c, w.buf[:n])
+		if c.state == stClosed || n < len(w.buf) {
+			return
+		}
+	}
+}
+
+func (w *loadWorker) consume(c *lconn, b []byte) {
+	if c.state == stHead {
+		c.head = append(c.head, b...)
+		h, n, err := parseRespHead(c.head)
+		if err != nil {
+			w.fail(c, err.Error())
+			return
+		}
+		if n == 0 {
+			return
+		}
+		if h.status != 200 {
+			w.fail(c, "status "+strconv.Itoa(h.status))
+			return
+		}
+		c.state, c.chunked = stStream, h.chunked
+		w.established(c)
+		b = c.head[n:]
+		defer func() { c.head = nil }()
+	}
+	if len(b) == 0 {
+		return
+	}
+	w.cur = c
+	if c.chunked {
+		done, err := c.dec.feed(b, w.onChunk)
+		switch {
+		case err != nil:
+			c.bad = err
+		case done:
+			c.bad = errStreamEnded
+		}
+	} else {
+		w.onChunk(b)
+	}
+	if c.bad != nil {
+		w.lost(c, c.bad.Error())
+	}
+}
+
+// errStreamEnded means a chunked stream sent its last chunk.
+var errStreamEnded = errors.New("stream ended by server")
+
+func (w *loadWorker) feedSSE(p []byte) {
+	c := w.cur
+	if err := c.sse.Feed(p, w.onEvent); err != nil && c.bad == nil {
+		c.bad = err
+	}
+}
+
+func (w *loadWorker) event(ev *Event) {
+	c := w.cur
+	if !ev.HasID {
+		w.r.NoID++
+		return
+	}
+	id, ok := parseDec(ev.ID)
+	if !ok {
+		w.r.BadData++
+		return
+	}
+	if id <= c.lastID {
+		w.r.Duplicates++
+		return
+	}
+	c.lastID = id
+	ts, ok := parseDec(ev.Data)
+	if !ok {
+		w.r.BadData++
+		return
+	}
+	if c.churn {
+		w.r.ChurnDeliveries++
+		return
+	}
+	w.r.Received++
+	w.recvPerKey[c.key]++
+	w.r.LastRecvNs = w.now
+	w.hist.Record((w.now - int64(ts)) / 1000)
+}
+
+func (w *loadWorker) established(c *lconn) {
+	w.pending--
+	if c.churn {
+		w.r.ChurnOK++
+		c.deadline = w.now + int64(w.spec.ChurnHold)
+		w.churnQ = append(w.churnQ, c)
+		return
+	}
+	w.pendingStable--
+	w.r.Connected++
+	w.connPerKey[c.key]++
+}
+
+// fail ends an attempt that never got its stream.
+func (w *loadWorker) fail(c *lconn, why string) {
+	if c.state == stStream {
+		w.lost(c, why)
+		return
+	}
+	w.pending--
+	if c.churn {
+		w.r.ChurnErrors++
+		w.errs["churn: "+why]++
+	} else {
+		w.pendingStable--
+		w.r.Failed++
+		w.errs[why]++
+	}
+	w.close(c, false)
+}
+
+// lost ends an established stream that we did not close ourselves.
+func (w *loadWorker) lost(c *lconn, why string) {
+	if c.state != stStream {
+		w.fail(c, why)
+		return
+	}
+	if c.churn {
+		w.r.ChurnErrors++
+		w.errs["churn stream: "+why]++
+	} else {
+		w.r.Dropped++
+		w.errs["stream: "+why]++
+	}
+	w.close(c, false)
+}
+
+// close closes c; abort resets the connection instead of a FIN, leaving
+// no TIME_WAIT behind (used for mass teardown).
+func (w *loadWorker) close(c *lconn, abort bool) {
+	if c.fd >= 0 {
+		c.sse.Comments, w.r.Comments = 0, w.r.Comments+c.sse.Comments
+		if abort {
+			_ = unix.SetsockoptLinger(c.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		}
+		_ = unix.Close(c.fd)
+		if c.fd < len(w.byFD) {
+			w.byFD[c.fd] = nil
+		}
+		c.fd = -1
+	}
+	c.state = stClosed
+	c.head = nil
+}
+
+// sweep fails attempts that passed their deadline.
+func (w *loadWorker) sweep() {
+	for _, c := range w.byFD {
+		if c != nil && c.state < stStream && c.deadline < w.now {
+			w.fail(c, "connect timeout")
+		}
+	}
+}
+
+func (w *loadWorker) closeAll() {
+	for _, c := range w.byFD {
+		if c != nil {
+			w.close(c, true)
+		}
+	}
+}

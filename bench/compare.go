@@ -1,0 +1,388 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Server labels used by Compare.
+const (
+	ServerSseloop  = "sseloop"
+	ServerBaseline = "baseline"
+)
+
+// CompareConfig describes a side-by-side run.
+type CompareConfig struct {
+	// Run holds the load parameters; Target, Server, Scenario and PID are
+	// set per run.
+	Run       RunConfig
+	Scenarios []string // default: all
+	JSON      string   // results file, "" = none
+	Chart     string   // SVG file, "" = none
+	Out       io.Writer
+	// SseloopBin is the sseloop binary; "" builds
+	// github.com/sseloop/sseloop/cmd/sseloop with the go command.
+	SseloopBin string
+	// SseloopArgs are extra flags for sseloop.
+	SseloopArgs []string
+}
+
+// Compare starts sseloop and the baseline as separate processes, a fresh
+// one for every scenario so that memory is measured from a clean start,
+// runs each scenario against both in turn, prints the table to Out and
+// writes the JSON and chart files.
+func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	if len(cfg.Scenarios) == 0 {
+		cfg.Scenarios = Scenarios
+	}
+	for _, s := range cfg.Scenarios {
+		if !slices.Contains(Scenarios, s) {
+			return nil, fmt.Errorf("%w: scenario %q", ErrBadConfig, s)
+		}
+	}
+	if cfg.Run.Conns <= 0 {
+		return nil, fmt.Errorf("%w: conns must be > 0", ErrBadConfig)
+	}
+	if cfg.Run.Stderr == nil {
+		cfg.Run.Stderr = os.Stderr
+	}
+	bin := cfg.SseloopBin
+	if bin == "" {
+		dir, err := os.MkdirTemp("", "ssebench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		bin = filepath.Join(dir, "sseloop")
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/sseloop/sseloop/cmd/sseloop")
+		build.Stderr = cfg.Run.Stderr
+		if err := build.Run(); err != nil {
+			return nil, fmt.Errorf("bench: go build sseloop: %w", err)
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	servers := []struct {
+		name  string
+		start func(addr string) *exec.Cmd
+	}{
+		{ServerSseloop, func(addr string) *exec.Cmd {
+			args := append([]string{"--listen", addr, "--log.level", "warn"}, cfg.SseloopArgs...)
+			return exec.Command(bin, args...)
+		}},
+		{ServerBaseline, func(addr string) *exec.Cmd {
+			c := exec.Command(exe)
+			c.Env = append(os.Environ(), envRole+"=baseline", envListen+"="+addr)
+			return c
+		}},
+	}
+	var results []*Result
+	for _, scen := range cfg.Scenarios {
+		for _, s := range servers {
+			srv, err := startServer(ctx, s.name, s.start)
+			if err != nil {
+				return results, err
+			}
+			rc := cfg.Run
+			rc.Target, rc.Server, rc.Scenario, rc.PID = "http://"+srv.addr, s.name, scen, srv.cmd.Process.Pid
+			res, err := Run(ctx, rc)
+			logTail := srv.stop()
+			if err != nil {
+				return results, fmt.Errorf("%s %s: %w (server log: %s)", s.name, scen, err, logTail)
+			}
+			res.ServerLog = logTail
+			results = append(results, res)
+		}
+	}
+	WriteTable(cfg.Out, results)
+	if cfg.JSON != "" {
+		if err := WriteJSON(cfg.JSON, results); err != nil {
+			return results, err
+		}
+	}
+	if cfg.Chart != "" {
+		if err := os.WriteFile(cfg.Chart, Chart(results), 0o644); err != nil {
+			return results, err
+		}
+	}
+	return results, nil
+}
+
+// server is a started server process.
+type server struct {
+	cmd  *exec.Cmd
+	addr string
+	log  *tailBuffer
+	done chan struct{}
+}
+
+// startServer starts a server on a free loopback port and waits until its
+// /healthz answers 200.
+func startServer(ctx context.Context, name string, mk func(addr string) *exec.Cmd) (*server, error) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := mk(addr)
+	s := &server{cmd: cmd, addr: addr, log: &tailBuffer{max: 8 << 10}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	cmd.SysProcAttr = childAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("bench: start %s: %w", name, err)
+	}
+	go func() { _ = cmd.Wait(); close(s.done) }()
+	client := &http.Client{Timeout: time.Second}
+	err = waitFor(ctx, 30*time.Second, func() (bool, error) {
+		select {
+		case <-s.done:
+			return false, fmt.Errorf("bench: %s exited at start: %s", name, s.log.String())
+		default:
+		}
+		resp, err := client.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// stop sends SIGTERM, kills after 10 s, and returns the tail of the
+// server's output (and its exit status when it failed).
+func (s *server) stop() string {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+		s.log.Write([]byte("[killed after 10 s without exiting on SIGTERM]\n"))
+	}
+	if st := s.cmd.ProcessState; st != nil && !st.Success() && !strings.Contains(s.log.String(), "[killed") {
+		s.log.Write([]byte("[exit: " + st.String() + "]\n"))
+	}
+	return strings.TrimSpace(s.log.String())
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
+
+// WriteJSON writes results as an indented JSON array.
+func WriteJSON(path string, results []*Result) error {
+	b, err := json.MarshalIndent(results, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// WriteResult prints one result as aligned name/value lines.
+func WriteResult(w io.Writer, r *Result) {
+	tw := &table{}
+	tw.row("server", r.Server)
+	tw.row("scenario", r.Scenario)
+	for _, m := range metrics(r.Scenario) {
+		tw.row(m.name, m.format(m.get(r)))
+	}
+	tw.write(w)
+	writeNotes(w, []*Result{r})
+}
+
+// metric is one table row.
+type metric struct {
+	name   string
+	get    func(*Result) float64
+	format func(float64) string
+	// ratio: print sseloop/baseline
+	ratio bool
+}
+
+func fInt(v float64) string   { return fmt.Sprintf("%.0f", v) }
+func fMS(v float64) string    { return fmt.Sprintf("%.2f", v) }
+func fFloat(v float64) string { return fmt.Sprintf("%.2f", v) }
+
+func metrics(scenario string) []metric {
+	common := []metric{
+		{"connected", func(r *Result) float64 { return float64(r.Connected) }, fInt, false},
+	}
+	delivery := []metric{
+		{"events", func(r *Result) float64 { return float64(r.Events) }, fInt, false},
+		{"deliveries expected", func(r *Result) float64 { return float64(r.DeliveriesExpected) }, fInt, false},
+		{"deliveries received", func(r *Result) float64 { return float64(r.DeliveriesReceived) }, fInt, false},
+		{"lost", func(r *Result) float64 { return float64(r.Lost) }, fInt, false},
+		{"duplicates", func(r *Result) float64 { return float64(r.Duplicates) }, fInt, false},
+		{"latency p50 ms", func(r *Result) float64 { return r.Latency.P50 }, fMS, true},
+		{"latency p90 ms", func(r *Result) float64 { return r.Latency.P90 }, fMS, true},
+		{"latency p99 ms", func(r *Result) float64 { return r.Latency.P99 }, fMS, true},
+		{"latency max ms", func(r *Result) float64 { return r.Latency.Max }, fMS, true},
+		{"deliveries/s", func(r *Result) float64 { return r.DeliveriesPerSecond }, fInt, true},
+		{"server cpu s", func(r *Result) float64 { return r.CPUSeconds }, fFloat, true},
+		{"cpu us/delivery", func(r *Result) float64 { return r.CPUPerDelivery }, fFloat, true},
+		{"server rss MiB", func(r *Result) float64 { return float64(r.RSSBytes) / (1 << 20) }, fFloat, true},
+	}
+	switch scenario {
+	case ScenarioIdle:
+		return append(common,
+			metric{"server rss MiB", func(r *Result) float64 { return float64(r.RSSBytes) / (1 << 20) }, fFloat, true},
+			metric{"rss per conn B", func(r *Result) float64 { return r.RSSPerConn }, fInt, true},
+			metric{"idle cpu s", func(r *Result) float64 { return r.CPUSeconds }, fFloat, true},
+		)
+	case ScenarioChurn:
+		return append(append(common, delivery...),
+			metric{"churn opened", func(r *Result) float64 { return float64(r.ChurnOpened) }, fInt, false},
+			metric{"churn errors", func(r *Result) float64 { return float64(r.ChurnErrors) }, fInt, false},
+			metric{"dropped streams", func(r *Result) float64 { return float64(r.DroppedStreams) }, fInt, false},
+		)
+	}
+	return append(append(common, delivery...),
+		metric{"dropped streams", func(r *Result) float64 { return float64(r.DroppedStreams) }, fInt, false})
+}
+
+// WriteTable prints results side by side, sseloop | baseline | ratio, per
+// scenario.
+func WriteTable(w io.Writer, results []*Result) {
+	tw := &table{}
+	tw.row("scenario", "metric", ServerSseloop, ServerBaseline, "ratio")
+	for _, scen := range Scenarios {
+		a, b := find(results, ServerSseloop, scen), find(results, ServerBaseline, scen)
+		if a == nil && b == nil {
+			continue
+		}
+		for _, m := range metrics(scen) {
+			cells := []string{scen, m.name, "-", "-", ""}
+			var va, vb float64
+			if a != nil {
+				va = m.get(a)
+				cells[2] = m.format(va)
+			}
+			if b != nil {
+				vb = m.get(b)
+				cells[3] = m.format(vb)
+			}
+			if m.ratio && a != nil && b != nil && vb != 0 {
+				cells[4] = fmt.Sprintf("%.3f", va/vb)
+			}
+			tw.row(cells...)
+		}
+	}
+	tw.write(w)
+	writeNotes(w, results)
+}
+
+// writeNotes prints errors and server output worth a look.
+func writeNotes(w io.Writer, results []*Result) {
+	for _, r := range results {
+		var notes []string
+		keys := make([]string, 0, len(r.Errors))
+		for k := range r.Errors {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			notes = append(notes, fmt.Sprintf("%s x%d", k, r.Errors[k]))
+		}
+		if r.NoID > 0 {
+			notes = append(notes, fmt.Sprintf("%d events without id", r.NoID))
+		}
+		if r.BadData > 0 {
+			notes = append(notes, fmt.Sprintf("%d events with unexpected data", r.BadData))
+		}
+		if len(notes) > 0 {
+			fmt.Fprintf(w, "note: %s %s: %s\n", r.Server, r.Scenario, strings.Join(notes, "; "))
+		}
+		if r.ServerLog != "" {
+			log := r.ServerLog
+			if len(log) > 600 {
+				log = "..." + log[len(log)-600:]
+			}
+			fmt.Fprintf(w, "note: %s %s server output:\n%s\n", r.Server, r.Scenario, log)
+		}
+	}
+}
+
+func find(results []*Result, server, scenario string) *Result {
+	for _, r := range results {
+		if r.Server == server && r.Scenario == scenario {
+			return r
+		}
+	}
+	return nil
+}
+
+// table aligns columns: the first two left, the rest right.
+type table struct{ rows [][]string }
+
+func (t *table) row(cells ...string) { t.rows = append(t.rows, cells) }
+
+func (t *table) write(w io.Writer) {
+	var widths []int
+	for _, r := range t.rows {
+		for i, c := range r {
+			if i >= len(widths) {
+				widths = append(widths, 0)
+			}
+			widths[i] = max(widths[i], len(c))
+		}
+	}
+	var b strings.Builder
+	for _, r := range t.rows {
+		var line strings.Builder
+		for i, c := range r {
+			if i > 0 {
+				line.WriteString("  ")
+			}
+			pad := strings.Repeat(" ", widths[i]-len(c))
+			if i < 2 {
+				line.WriteString(c + pad)
+			} else {
+				line.WriteString(pad + c)
+			}
+		}
+		b.WriteString(strings.TrimRight(line.String(), " ") + "\n")
+	}
+	_, _ = io.WriteString(w, b.String())
+}

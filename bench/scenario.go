@@ -1,0 +1,618 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Scenarios.
+const (
+	ScenarioIdle       = "idle"
+	ScenarioFanout     = "fanout"
+	ScenarioThroughput = "throughput"
+	ScenarioChurn      = "churn"
+)
+
+// Scenarios lists every scenario in the order compare runs them.
+var Scenarios = []string{ScenarioIdle, ScenarioFanout, ScenarioThroughput, ScenarioChurn}
+
+// ErrBadConfig means a RunConfig or CompareConfig value is invalid.
+var ErrBadConfig = errors.New("bench: bad configuration")
+
+// perProcessConns is how many connections one worker holds: the open-files
+// cap of this machine is 20,000 per process, minus headroom.
+const perProcessConns = 18000
+
+// RunConfig describes one scenario run against one server. Zero values
+// take the scenario's default, listed per field.
+type RunConfig struct {
+	Target   string // base URL, e.g. http://127.0.0.1:8080
+	Server   string // label in the result; default the target's host:port
+	Scenario string
+	Conns    int // stable connections
+	// Keys: idle: Conns (one key per stream, like per-user keys);
+	// fanout: 1; throughput: 100; churn: 10.
+	Keys int
+	// Events is how many events fanout publishes (20).
+	Events int
+	// Rate is events per second: throughput 2000, churn 20. Fanout sends
+	// each event once the previous one reached every subscriber.
+	Rate float64
+	// Duration of the publishing phase of throughput and churn (10s).
+	Duration time.Duration
+	// ChurnRate is connections opened and closed per second in churn (100);
+	// ChurnHold how long each stays open (1s).
+	ChurnRate float64
+	ChurnHold time.Duration
+	// Settle is the pause after connecting before memory is read (2s);
+	// Quiet the idle CPU window (5s).
+	Settle time.Duration
+	Quiet  time.Duration
+	// PID of the server, for RSS and CPU from /proc; 0 = not measured.
+	PID int
+	// Procs: 0 = automatic (in this process up to 18,000 connections, else
+	// one worker process per 18,000); P > 0 = P worker processes, worker i
+	// dialing from 127.0.0.(2+i).
+	Procs int
+	// Inflight bounds connection attempts in flight per worker (256).
+	Inflight int
+	// Senders is the number of concurrent trigger senders (16).
+	Senders int
+	// Progress gets a progress bar (nil = none); Stderr the workers' stderr.
+	Progress io.Writer
+	Stderr   io.Writer
+}
+
+func (c *RunConfig) defaults() error {
+	if !slices.Contains(Scenarios, c.Scenario) {
+		return fmt.Errorf("%w: scenario %q (want %s)", ErrBadConfig, c.Scenario, strings.Join(Scenarios, ", "))
+	}
+	if c.Conns <= 0 {
+		return fmt.Errorf("%w: conns must be > 0", ErrBadConfig)
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	deff := func(v *float64, d float64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	switch c.Scenario {
+	case ScenarioIdle:
+		def(&c.Keys, c.Conns)
+	case ScenarioFanout:
+		def(&c.Keys, 1)
+		deff(&c.Rate, 1) // one trigger at a time
+	case ScenarioThroughput:
+		def(&c.Keys, min(100, c.Conns))
+		deff(&c.Rate, 2000)
+	case ScenarioChurn:
+		def(&c.Keys, min(10, c.Conns))
+		deff(&c.Rate, 20)
+	}
+	def(&c.Events, 20)
+	defd(&c.Duration, 10*time.Second)
+	deff(&c.ChurnRate, 100)
+	defd(&c.ChurnHold, time.Second)
+	defd(&c.Settle, 2*time.Second)
+	defd(&c.Quiet, 5*time.Second)
+	def(&c.Inflight, 256)
+	def(&c.Senders, 16)
+	if c.Procs < 0 {
+		return fmt.Errorf("%w: procs must be >= 0", ErrBadConfig)
+	}
+	if c.Procs > 250 {
+		return fmt.Errorf("%w: procs must be <= 250 (one source address each)", ErrBadConfig)
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+	if c.Stderr == nil {
+		c.Stderr = os.Stderr
+	}
+	u, err := url.Parse(c.Target)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		return fmt.Errorf("%w: target %q must be http://host:port", ErrBadConfig, c.Target)
+	}
+	if c.Server == "" {
+		c.Server = u.Host
+	}
+	return nil
+}
+
+// Result is the outcome of one scenario against one server.
+type Result struct {
+	Server        string  `json:"server"`
+	Scenario      string  `json:"scenario"`
+	Target        string  `json:"target"`
+	Conns         int     `json:"conns"`
+	Connected     int     `json:"connected"`
+	ConnectFailed int     `json:"connect_failed"`
+	Keys          int     `json:"keys"`
+	Procs         int     `json:"procs"`
+	RSSBefore     int64   `json:"rss_before_bytes"`
+	RSSBytes      int64   `json:"rss_bytes"`
+	RSSPerConn    float64 `json:"rss_per_conn_bytes"`
+	CPUSeconds    float64 `json:"cpu_seconds"`
+	// CPUPerDelivery is server CPU microseconds per delivered event.
+	CPUPerDelivery      float64          `json:"cpu_us_per_delivery"`
+	Events              int64            `json:"events"`
+	TriggerErrors       int64            `json:"trigger_errors"`
+	OfferedRate         float64          `json:"offered_events_per_second"`
+	DeliveriesExpected  int64            `json:"deliveries_expected"`
+	DeliveriesReceived  int64            `json:"deliveries_received"`
+	Lost                int64            `json:"lost"`
+	Duplicates          int64            `json:"duplicates"`
+	Latency             LatencyMS        `json:"latency_ms"`
+	DeliveriesPerSecond float64          `json:"deliveries_per_second"`
+	DroppedStreams      int64            `json:"dropped_streams"`
+	NoID                int64            `json:"events_without_id"`
+	BadData             int64            `json:"events_bad_data"`
+	Heartbeats          int64            `json:"heartbeats"`
+	ChurnOpened         int64            `json:"churn_opened,omitempty"`
+	ChurnOK             int64            `json:"churn_ok,omitempty"`
+	ChurnErrors         int64            `json:"churn_errors,omitempty"`
+	ChurnDeliveries     int64            `json:"churn_deliveries,omitempty"`
+	Errors              map[string]int64 `json:"errors,omitempty"`
+	DurationSeconds     float64          `json:"duration_seconds"`
+	ServerLog           string           `json:"server_log,omitempty"`
+}
+
+// Run runs one scenario against a running server.
+func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	began := time.Now()
+	u, _ := url.Parse(cfg.Target)
+	host := u.Host
+	if _, _, err := net.SplitHostPort(host); err != nil {
+		host = net.JoinHostPort(host, "80")
+	}
+	var rnd [3]byte
+	_, _ = rand.Read(rnd[:])
+	prefix := "sb" + hex.EncodeToString(rnd[:]) + "-" + cfg.Scenario + "-"
+	keys := make([]string, cfg.Keys)
+	for k := range keys {
+		keys[k] = keyName(prefix, k)
+	}
+	res := &Result{Server: cfg.Server, Scenario: cfg.Scenario, Target: cfg.Target, Conns: cfg.Conns, Keys: cfg.Keys}
+
+	procs, inProcess := cfg.Procs, false
+	if procs == 0 {
+		procs = (cfg.Conns + perProcessConns - 1) / perProcessConns
+		inProcess = procs == 1
+	}
+	res.Procs = procs
+	if inProcess {
+		res.Procs = 0
+	}
+	specs := make([]WorkerSpec, procs)
+	churnRate := 0.0
+	if cfg.Scenario == ScenarioChurn {
+		churnRate = cfg.ChurnRate / float64(procs)
+	}
+	f := 0
+	for i := range specs {
+		n := cfg.Conns / procs
+		if i < cfg.Conns%procs {
+			n++
+		}
+		specs[i] = WorkerSpec{
+			Target: host, KeyPrefix: prefix, Keys: cfg.Keys, First: f, Conns: n,
+			Inflight: cfg.Inflight, ConnectTimeout: 10 * time.Second,
+			ChurnRate: churnRate, ChurnHold: cfg.ChurnHold, MaxLife: time.Hour,
+		}
+		if !inProcess {
+			specs[i].Source = "127.0.0." + strconv.Itoa(2+i)
+		}
+		f += n
+	}
+
+	if cfg.PID > 0 {
+		var err error
+		if res.RSSBefore, err = procRSS(cfg.PID); err != nil {
+			return nil, fmt.Errorf("bench: server pid %d: %w", cfg.PID, err)
+		}
+	}
+	fl, err := startFleet(specs, cfg.Keys, inProcess, cfg.Stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer fl.kill()
+
+	// Connect phase: bounded by the per-attempt timeout times the number
+	// of attempt waves, plus slack.
+	waves := (cfg.Conns/max(1, procs))/cfg.Inflight + 1
+	limit := time.Duration(waves)*10*time.Second + 30*time.Second
+	bar := newBar(cfg.Progress, cfg.Server+" "+cfg.Scenario+" connect", int64(cfg.Conns))
+	err = waitFor(ctx, limit, func() (bool, error) {
+		reps := fl.snapshot()
+		settled := true
+		var done int64
+		for _, r := range reps {
+			settled = settled && r.Settled
+			done += int64(r.Connected + r.Failed)
+		}
+		bar.set(done)
+		return settled, fl.firstErr()
+	})
+	bar.end()
+	if err != nil {
+		return nil, fmt.Errorf("bench: connect phase: %w", err)
+	}
+	perKey := fl.connPerKey()
+
+	cpu := func() float64 {
+		if cfg.PID <= 0 {
+			return 0
+		}
+		v, _ := procCPU(cfg.PID)
+		return v
+	}
+	rss := func() int64 {
+		if cfg.PID <= 0 {
+			return 0
+		}
+		v, _ := procRSS(cfg.PID)
+		return v
+	}
+	var pub pubStats
+	switch cfg.Scenario {
+	case ScenarioIdle:
+		if err := sleepCtx(ctx, cfg.Settle); err != nil {
+			return nil, err
+		}
+		res.RSSBytes = rss()
+		c0 := cpu()
+		if err := sleepCtx(ctx, cfg.Quiet); err != nil {
+			return nil, err
+		}
+		res.CPUSeconds = cpu() - c0
+	default:
+		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+			return nil, err
+		}
+		res.RSSBytes = rss()
+		c0 := cpu()
+		if cfg.Scenario == ScenarioChurn {
+			fl.broadcast(cmdGo)
+		}
+		deliveredBy := func(expected int64, label string) {
+			// Until all arrived, or nothing new for 3 s, or 60 s.
+			bar := newBar(cfg.Progress, label, expected)
+			var last int64
+			lastChange := time.Now()
+			_ = waitForEvery(ctx, 60*time.Second, 10*time.Millisecond, func() (bool, error) {
+				var got int64
+				for _, r := range fl.snapshot() {
+					got += r.Received
+				}
+				bar.set(got)
+				if got != last {
+					last, lastChange = got, time.Now()
+				}
+				return got >= expected || time.Since(lastChange) > 3*time.Second, fl.firstErr()
+			})
+			bar.end()
+		}
+		expectedOf := func(p pubStats) (e int64) {
+			for k, n := range p.sent {
+				e += n * int64(perKey[k])
+			}
+			return e
+		}
+		if cfg.Scenario == ScenarioFanout {
+			// Closed loop: each event is sent once the previous one
+			// reached every subscriber, so the latency is the fan-out
+			// itself, not a queue of events behind it.
+			pub = pubStats{sent: make([]int64, len(keys))}
+			quiet := cfg
+			quiet.Progress = io.Discard
+			for i := range cfg.Events {
+				p := publish(ctx, quiet, keys, 1, 0)
+				pub.merge(p)
+				res.DeliveriesExpected = expectedOf(pub)
+				deliveredBy(res.DeliveriesExpected, fmt.Sprintf("%s fanout event %d/%d", cfg.Server, i+1, cfg.Events))
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+			}
+		} else {
+			pub = publish(ctx, cfg, keys, 0, cfg.Duration)
+			res.DeliveriesExpected = expectedOf(pub)
+			deliveredBy(res.DeliveriesExpected, cfg.Server+" "+cfg.Scenario+" deliver")
+		}
+		res.CPUSeconds = cpu() - c0
+	}
+
+	finals, err := fl.finals(30 * time.Second)
+	if err != nil {
+		return nil, err
+	}
+	var hist Hist
+	var lastRecv int64
+	res.Errors = make(map[string]int64)
+	for _, r := range finals {
+		res.Connected += r.Connected
+		res.ConnectFailed += r.Failed
+		res.DeliveriesReceived += r.Received
+		res.Duplicates += r.Duplicates
+		res.DroppedStreams += r.Dropped
+		res.NoID += r.NoID
+		res.BadData += r.BadData
+		res.Heartbeats += r.Comments
+		res.ChurnOpened += r.ChurnOpened
+		res.ChurnOK += r.ChurnOK
+		res.ChurnErrors += r.ChurnErrors
+		res.ChurnDeliveries += r.ChurnDeliveries
+		lastRecv = max(lastRecv, r.LastRecvNs)
+		if r.Hist != nil {
+			hist.Merge(r.Hist)
+		}
+		for k, v := range r.Errors {
+			res.Errors[k] += v
+		}
+	}
+	if len(res.Errors) == 0 {
+		res.Errors = nil
+	}
+	if res.Connected > 0 && cfg.PID > 0 {
+		res.RSSPerConn = float64(res.RSSBytes-res.RSSBefore) / float64(res.Connected)
+	}
+	res.Events = pub.total
+	res.TriggerErrors = pub.errors
+	if pub.errSample != "" {
+		if res.Errors == nil {
+			res.Errors = make(map[string]int64)
+		}
+		res.Errors["trigger: "+pub.errSample] += pub.errors
+	}
+	if s := pub.last.Sub(pub.first).Seconds(); s > 0 && pub.total > 1 {
+		res.OfferedRate = float64(pub.total-1) / s
+	}
+	res.Lost = max(0, res.DeliveriesExpected-res.DeliveriesReceived)
+	res.Latency = hist.summary()
+	if res.DeliveriesReceived > 0 && lastRecv > 0 {
+		if s := float64(lastRecv-pub.first.UnixNano()) / 1e9; s > 0 {
+			res.DeliveriesPerSecond = float64(res.DeliveriesReceived) / s
+		}
+		res.CPUPerDelivery = res.CPUSeconds * 1e6 / float64(res.DeliveriesReceived)
+	}
+	res.DurationSeconds = time.Since(began).Seconds()
+	return res, nil
+}
+
+// pubStats is what publish did.
+type pubStats struct {
+	sent        []int64 // successful triggers per key
+	total       int64
+	errors      int64
+	errSample   string
+	first, last time.Time // first and last send
+}
+
+func (p *pubStats) merge(o pubStats) {
+	for k, n := range o.sent {
+		p.sent[k] += n
+	}
+	p.total += o.total
+	p.errors += o.errors
+	if p.errSample == "" {
+		p.errSample = o.errSample
+	}
+	if p.first.IsZero() || (!o.first.IsZero() && o.first.Before(p.first)) {
+		p.first = o.first
+	}
+	if o.last.After(p.last) {
+		p.last = o.last
+	}
+}
+
+// publish sends triggers whose body is the send time in unix ns, round
+// robin over keys, at cfg.Rate per second: count of them, or for dur.
+// Senders are bounded; when they all wait on the server the offered rate
+// drops (reported as offered_events_per_second).
+func publish(ctx context.Context, cfg RunConfig, keys []string, count int, dur time.Duration) pubStats {
+	st := pubStats{sent: make([]int64, len(keys))}
+	tr := &http.Transport{MaxIdleConnsPerHost: cfg.Senders, MaxConnsPerHost: cfg.Senders, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	base := strings.TrimSuffix(cfg.Target, "/") + "/trigger/"
+
+	var mu sync.Mutex
+	var firstSet atomic.Bool
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	bar := newBar(cfg.Progress, cfg.Server+" "+cfg.Scenario+" publish", int64(count))
+	if count == 0 {
+		bar.total = int64(dur.Seconds()*cfg.Rate + 0.5)
+	}
+	var done atomic.Int64
+	for range cfg.Senders {
+		wg.Go(func() {
+			for i := range jobs {
+				k := i % len(keys)
+				now := time.Now()
+				if firstSet.CompareAndSwap(false, true) {
+					mu.Lock()
+					st.first = now
+					mu.Unlock()
+				}
+				err := trigger(ctx, client, base+url.PathEscape(keys[k]), now.UnixNano())
+				mu.Lock()
+				if now.After(st.last) {
+					st.last = now
+				}
+				if err != nil {
+					st.errors++
+					if st.errSample == "" {
+						st.errSample = err.Error()
+					}
+				} else {
+					st.sent[k]++
+					st.total++
+				}
+				mu.Unlock()
+				bar.set(done.Add(1))
+			}
+		})
+	}
+	start := time.Now()
+	interval := time.Duration(float64(time.Second) / cfg.Rate)
+loop:
+	for i := 0; ; i++ {
+		if count > 0 && i >= count {
+			break
+		}
+		due := start.Add(time.Duration(i) * interval)
+		if dur > 0 && due.Sub(start) >= dur {
+			break
+		}
+		if d := time.Until(due); d > 0 {
+			if sleepCtx(ctx, d) != nil {
+				break
+			}
+		}
+		select {
+		case jobs <- i:
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	bar.end()
+	return st
+}
+
+// trigger POSTs one bench event: the body is the send time.
+func trigger(ctx context.Context, client *http.Client, u string, ns int64) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(strconv.FormatInt(ns, 10)))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "text/plain")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	if !strings.HasPrefix(string(body), `{"id":"`) {
+		return fmt.Errorf("unexpected trigger answer %.40q", body)
+	}
+	return nil
+}
+
+// waitFor polls cond every 100 ms until it is true, returns an error, ctx
+// ends or limit passes.
+func waitFor(ctx context.Context, limit time.Duration, cond func() (bool, error)) error {
+	return waitForEvery(ctx, limit, 100*time.Millisecond, cond)
+}
+
+// waitForEvery is waitFor polling every period.
+func waitForEvery(ctx context.Context, limit, period time.Duration, cond func() (bool, error)) error {
+	deadline := time.Now().Add(limit)
+	for {
+		ok, err := cond()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: gave up after %s", limit)
+		}
+		if err := sleepCtx(ctx, period); err != nil {
+			return err
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// bar draws a progress bar on w, at most every 200 ms.
+type bar struct {
+	mu    sync.Mutex
+	w     io.Writer
+	label string
+	total int64
+	cur   int64
+	drawn time.Time
+	any   bool
+}
+
+func newBar(w io.Writer, label string, total int64) *bar {
+	return &bar{w: w, label: label, total: total}
+}
+
+func (b *bar) set(v int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cur = v
+	if time.Since(b.drawn) >= 200*time.Millisecond {
+		b.draw()
+	}
+}
+
+func (b *bar) draw() {
+	if b.w == io.Discard {
+		return
+	}
+	const width = 30
+	fill := 0
+	if b.total > 0 {
+		fill = int(min(b.cur, b.total) * width / b.total)
+	}
+	fmt.Fprintf(b.w, "\r%-32s [%s%s] %d/%d ", b.label, strings.Repeat("#", fill), strings.Repeat(".", width-fill), b.cur, b.total)
+	b.drawn, b.any = time.Now(), true
+}
+
+func (b *bar) end() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.w == io.Discard {
+		return
+	}
+	b.draw()
+	fmt.Fprintln(b.w)
+}

@@ -1,0 +1,94 @@
+package bench
+
+import (
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// WorkerSpec tells one load-generator worker which connections to hold.
+// Stable connection i (global index First+i) subscribes to key
+// (First+i) % Keys, alternately with /events?key=K and /events/{K}.
+type WorkerSpec struct {
+	Target    string `json:"target"`     // host:port of the server (IPv4)
+	Source    string `json:"source"`     // IPv4 to bind before connect; "" = the kernel's choice
+	KeyPrefix string `json:"key_prefix"` // key k is KeyPrefix + k
+	Keys      int    `json:"keys"`
+	First     int    `json:"first"`
+	Conns     int    `json:"conns"`    // stable connections
+	Inflight  int    `json:"inflight"` // connection attempts in flight at once
+	// ConnectTimeout bounds one attempt, from connect to a complete
+	// response head.
+	ConnectTimeout time.Duration `json:"connect_timeout"`
+	// ChurnRate is how many short-lived connections per second are opened
+	// once the parent says "go"; each is closed ChurnHold after its head.
+	ChurnRate float64       `json:"churn_rate"`
+	ChurnHold time.Duration `json:"churn_hold"`
+	// MaxLife stops the worker by itself, whatever the parent does.
+	MaxLife time.Duration `json:"max_life"`
+}
+
+// Commands a worker reads, one per line.
+const (
+	cmdGo   = "go"   // start the active phase (churn)
+	cmdStop = "stop" // close everything, send the final report, exit
+)
+
+// WorkerReport is what a worker reports: progress every reportEvery, then
+// one final report. Counts are totals since the worker started.
+type WorkerReport struct {
+	Final      bool  `json:"final,omitempty"`
+	Settled    bool  `json:"settled,omitempty"` // every stable attempt finished
+	Connected  int   `json:"connected"`         // stable streams established
+	Failed     int   `json:"failed"`            // stable attempts that failed
+	Dropped    int64 `json:"dropped"`           // established stable streams that ended
+	Received   int64 `json:"received"`          // bench events on stable streams, first copy
+	Duplicates int64 `json:"duplicates"`        // events whose id was not above the last seen
+	NoID       int64 `json:"no_id"`             // events without an id field
+	BadData    int64 `json:"bad_data"`          // events whose data is not a bench timestamp
+	Comments   int64 `json:"comments"`          // comment lines (heartbeats)
+	LastRecvNs int64 `json:"last_recv_ns"`      // wall time of the last delivery
+
+	ChurnOpened     int64 `json:"churn_opened"`
+	ChurnOK         int64 `json:"churn_ok"`
+	ChurnClosed     int64 `json:"churn_closed"` // closed by us after ChurnHold
+	ChurnErrors     int64 `json:"churn_errors"`
+	ChurnDeliveries int64 `json:"churn_deliveries"`
+
+	// Sent with the first settled report and the final one.
+	ConnPerKey []int `json:"conn_per_key,omitempty"`
+	// Final report only.
+	RecvPerKey []int64           `json:"recv_per_key,omitempty"`
+	Errors     map[string]int64  `json:"errors,omitempty"`
+	Hist       *Hist             `json:"hist,omitempty"`
+	Err        string            `json:"err,omitempty"` // the worker itself failed
+	Extra      map[string]string `json:"extra,omitempty"`
+}
+
+// reportEvery is the progress report period.
+const reportEvery = 50 * time.Millisecond
+
+func keyName(prefix string, k int) string { return prefix + strconv.Itoa(k) }
+
+// subscribePath alternates the two subscribe forms so both are exercised.
+func subscribePath(key string, i int) string {
+	if i%2 == 0 {
+		return "/events?key=" + url.QueryEscape(key)
+	}
+	return "/events/" + url.PathEscape(key)
+}
+
+// parseDec parses a non-negative decimal without allocating.
+func parseDec(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 19 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, true
+}

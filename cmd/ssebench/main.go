@@ -1,0 +1,122 @@
+// Command ssebench benchmarks sseloop against a goroutine-per-connection
+// baseline. The work is done by package bench; this file parses arguments.
+//
+//	ssebench baseline --listen ADDR
+//	ssebench run --target URL --scenario idle|fanout|throughput|churn --conns N [flags]
+//	ssebench compare --conns N [--scenarios idle,fanout,...] [--json FILE] [--chart FILE.svg]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/sseloop/sseloop/bench"
+)
+
+func main() {
+	if code, ok := bench.Child(); ok {
+		os.Exit(code)
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage:
+  ssebench baseline --listen ADDR
+  ssebench run --target URL --scenario idle|fanout|throughput|churn --conns N [flags]
+  ssebench compare --conns N [--scenarios idle,fanout,throughput,churn] [--json FILE] [--chart FILE.svg]
+Run "ssebench COMMAND -h" for the flags of a command.
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "baseline":
+		fs := flag.NewFlagSet("baseline", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		listen := fs.String("listen", "127.0.0.1:8090", "TCP address to serve on")
+		if fs.Parse(args[1:]) != nil {
+			return 2
+		}
+		err = bench.ServeBaseline(ctx, *listen)
+		if errors.Is(err, context.Canceled) {
+			err = nil
+		}
+	case "run":
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		var cfg bench.RunConfig
+		runFlags(fs, &cfg)
+		fs.StringVar(&cfg.Target, "target", "http://127.0.0.1:8080", "server base URL")
+		fs.StringVar(&cfg.Scenario, "scenario", "idle", "idle, fanout, throughput or churn")
+		fs.StringVar(&cfg.Server, "name", "", "server label in the result (default host:port)")
+		fs.IntVar(&cfg.PID, "pid", 0, "server PID: read its RSS and CPU from /proc")
+		jsonFile := fs.String("json", "", "write the result as JSON to this file")
+		if fs.Parse(args[1:]) != nil {
+			return 2
+		}
+		cfg.Progress, cfg.Stderr = stderr, stderr
+		var res *bench.Result
+		res, err = bench.Run(ctx, cfg)
+		if err == nil {
+			bench.WriteResult(stdout, res)
+			if *jsonFile != "" {
+				err = bench.WriteJSON(*jsonFile, []*bench.Result{res})
+			}
+		}
+	case "compare":
+		fs := flag.NewFlagSet("compare", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		var cfg bench.CompareConfig
+		runFlags(fs, &cfg.Run)
+		scen := fs.String("scenarios", strings.Join(bench.Scenarios, ","), "comma-separated scenarios")
+		fs.StringVar(&cfg.JSON, "json", "", "write the results as JSON to this file")
+		fs.StringVar(&cfg.Chart, "chart", "", "write an SVG chart to this file")
+		fs.StringVar(&cfg.SseloopBin, "sseloop", "", "sseloop binary (default: go build ./cmd/sseloop)")
+		if fs.Parse(args[1:]) != nil {
+			return 2
+		}
+		cfg.Scenarios = strings.Split(*scen, ",")
+		cfg.Out, cfg.Run.Progress, cfg.Run.Stderr = stdout, stderr, stderr
+		_, err = bench.Compare(ctx, cfg)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "ssebench:", err)
+		return 1
+	}
+	return 0
+}
+
+// runFlags registers the load flags shared by run and compare.
+func runFlags(fs *flag.FlagSet, c *bench.RunConfig) {
+	fs.IntVar(&c.Conns, "conns", 1000, "stable connections")
+	fs.IntVar(&c.Keys, "keys", 0, "keys (default: idle conns, fanout 1, throughput 100, churn 10)")
+	fs.IntVar(&c.Events, "events", 0, "fanout: events to publish (default 20)")
+	fs.Float64Var(&c.Rate, "rate", 0, "throughput/churn: events per second (default: throughput 2000, churn 20)")
+	fs.DurationVar(&c.Duration, "duration", 0, "throughput/churn: publishing time (default 10s)")
+	fs.Float64Var(&c.ChurnRate, "churn-rate", 0, "churn: connections opened and closed per second (default 100)")
+	fs.DurationVar(&c.ChurnHold, "churn-hold", 0, "churn: how long each churn connection stays open (default 1s)")
+	fs.DurationVar(&c.Settle, "settle", 0, "pause after connecting before reading memory (default 2s)")
+	fs.DurationVar(&c.Quiet, "quiet", 0, "idle: CPU measurement window (default 5s)")
+	fs.IntVar(&c.Procs, "procs", 0, "worker processes (0 = automatic: one per 18,000 connections, in process below)")
+	fs.IntVar(&c.Inflight, "inflight", 0, "connection attempts in flight per worker (default 256)")
+	fs.IntVar(&c.Senders, "senders", 0, "concurrent trigger senders (default 16)")
+}
