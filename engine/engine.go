@@ -49,6 +49,7 @@ type Engine struct {
 
 	interest interest
 	wake     chan struct{} // a local trigger wakes the ticker
+	deferred atomic.Bool   // the ticker skipped a read because loops were busy
 
 	appendQ chan *appendJob
 	workQ   chan func(context.Context)

@@ -336,3 +336,29 @@ func TestDemoPage(t *testing.T) {
 		t.Fatalf("status %d type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 }
+
+// TestBatchOfInterleavedKeysKeepsIDOrder publishes a,b,a,b in one batch, so
+// the ticker fans them out in one pass with frames grouped by key. Why: a
+// stream of one key gets its group in one write, but a stream of several keys
+// must still see ids in order, or its Last-Event-ID would skip events.
+func TestBatchOfInterleavedKeysKeepsIDOrder(t *testing.T) {
+	s := startServer(t, nil)
+	both := openSSE(t, s.addr, "/events?key=a&key=b")
+	onlyA := openSSE(t, s.addr, "/events?key=a")
+	body := `{"events":[{"key":"a","data":"1"},{"key":"b","data":"2"},{"key":"a","data":"3"},{"key":"b","data":"4"}]}`
+	resp, err := http.Post(s.url("/trigger"), "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, want := range []string{"1", "2", "3", "4"} {
+		if ev := both.nextEvent(); ev.Data != want {
+			t.Fatalf("two-key stream: got %+v, want data %s", ev, want)
+		}
+	}
+	for _, want := range []string{"1", "3"} {
+		if ev := onlyA.nextEvent(); ev.Data != want {
+			t.Fatalf("one-key stream: got %+v, want data %s", ev, want)
+		}
+	}
+}

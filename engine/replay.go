@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"strconv"
 
 	"github.com/sseloop/sseloop/store"
@@ -116,6 +118,8 @@ func (l *loop) finishReplay(c *conn, buf []byte, last uint64, err error) {
 		l.write(c, buf)
 	}
 	c.lastID = max(c.lastID, last)
+	// Frames were held per key; a stream of several keys needs id order.
+	slices.SortFunc(p.frames, func(a, b *frame) int { return cmp.Compare(a.id, b.id) })
 	for _, f := range p.frames {
 		if f.id > c.lastID {
 			l.send(c, f.b, f.id)

@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -68,11 +70,35 @@ func (e *Engine) tickLoops(now time.Time) {
 	}
 }
 
+// maxQueuedFanouts is how many fan-out tasks a loop may have waiting before
+// the ticker stops reading the feed. Without this bound a loop that cannot
+// keep up collects an ever longer queue of small batches, and the trigger
+// answers queued behind them wait seconds. With it, events accumulate in the
+// store, the next read returns them as one bigger batch, and each stream gets
+// more events per write: throughput adapts to load instead of latency.
+const maxQueuedFanouts = 2
+
+// loopsBusy reports whether some loop still has fan-outs waiting.
+func (e *Engine) loopsBusy() bool {
+	for _, l := range *e.loops.Load() {
+		if l.fanouts.Load() >= maxQueuedFanouts {
+			return true
+		}
+	}
+	return false
+}
+
 // pollFeed delivers every event after cursor and returns the new cursor.
 func (e *Engine) pollFeed(ctx context.Context, cursor uint64) (uint64, error) {
 	start := time.Now()
 	defer e.m.tick.UpdateDuration(start)
 	for {
+		if e.loopsBusy() {
+			// The last fan-out to finish wakes the ticker again.
+			e.deferred.Store(true)
+			return cursor, nil
+		}
+		e.deferred.Store(false)
 		rs := time.Now()
 		evs, err := e.st.After(ctx, cursor, feedPage)
 		e.m.storeRd.UpdateDuration(rs)
@@ -85,7 +111,13 @@ func (e *Engine) pollFeed(ctx context.Context, cursor uint64) (uint64, error) {
 		cursor = evs[len(evs)-1].ID
 		if b := e.encode(evs); b != nil {
 			for _, l := range *e.loops.Load() {
-				l.execute(func() { l.fanout(b) })
+				l.fanouts.Add(1)
+				l.execute(func() {
+					l.fanout(b)
+					if l.fanouts.Add(-1) == 0 && e.deferred.Load() {
+						e.wakeTicker()
+					}
+				})
 			}
 		}
 		if len(evs) < feedPage {
@@ -94,35 +126,79 @@ func (e *Engine) pollFeed(ctx context.Context, cursor uint64) (uint64, error) {
 	}
 }
 
-// encode builds one frame per event that has a subscriber on some loop. The
-// bytes are built once and shared by every loop and subscriber.
-func (e *Engine) encode(evs []store.Event) *batch {
-	var buf []byte
-	type span struct {
-		id       uint64
-		key      string
-		from, to int
+// wakeTicker makes the ticker read the feed now.
+func (e *Engine) wakeTicker() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
 	}
-	var spans []span
-	var poke []byte
+}
+
+// encode builds one frame per event that has a subscriber on some loop,
+// grouped by key. The bytes are built once and shared by every loop and
+// subscriber.
+func (e *Engine) encode(evs []store.Event) *batch {
+	// Group the watched events by key, keeping id order within each key.
+	var groupOf map[string]int
+	var members [][]int32
+	var keys []string
 	e.interest.mu.RLock()
 	for i := range evs {
-		ev := &evs[i]
-		if e.interest.m[ev.Key] == 0 {
+		k := evs[i].Key
+		if e.interest.m[k] == 0 {
 			continue
 		}
-		from := len(buf)
-		buf = appendEventFrame(buf, ev, &poke)
-		spans = append(spans, span{ev.ID, ev.Key, from, len(buf)})
+		if groupOf == nil {
+			groupOf = make(map[string]int)
+		}
+		gi, ok := groupOf[k]
+		if !ok {
+			gi = len(keys)
+			groupOf[k] = gi
+			keys = append(keys, k)
+			members = append(members, nil)
+		}
+		members[gi] = append(members[gi], int32(i))
 	}
 	e.interest.mu.RUnlock()
-	if len(spans) == 0 {
+	if len(keys) == 0 {
 		return nil
 	}
-	b := &batch{now: time.Now().UnixNano(), frames: make([]frame, len(spans))}
-	for i, s := range spans {
-		b.frames[i] = frame{id: s.id, key: s.key, b: buf[s.from:s.to:s.to]}
+	b := &batch{now: time.Now().UnixNano(), groups: make([]group, len(keys))}
+	var buf, poke []byte
+	n := 0
+	for _, idx := range members {
+		n += len(idx)
 	}
+	ends := make([]int, 0, n) // end offset in buf of each frame, group by group
+	starts := make([]int, len(keys)+1)
+	for gi, idx := range members {
+		starts[gi] = len(buf)
+		for _, i := range idx {
+			buf = appendEventFrame(buf, &evs[i], &poke)
+			ends = append(ends, len(buf))
+		}
+	}
+	starts[len(keys)] = len(buf)
+	// Slice only now: buf may have moved while it grew.
+	frames := make([]frame, 0, n)
+	for gi, idx := range members {
+		g := &b.groups[gi]
+		g.key = keys[gi]
+		g.b = buf[starts[gi]:starts[gi+1]:starts[gi+1]]
+		from, pos := len(frames), starts[gi]
+		for _, i := range idx {
+			end := ends[len(frames)]
+			frames = append(frames, frame{id: evs[i].ID, key: g.key, b: buf[pos:end:end], off: pos - starts[gi]})
+			pos = end
+		}
+		g.frames = frames[from:len(frames):len(frames)]
+	}
+	b.order = make([]*frame, len(frames))
+	for i := range frames {
+		b.order[i] = &frames[i]
+	}
+	slices.SortFunc(b.order, func(x, y *frame) int { return cmp.Compare(x.id, y.id) })
 	return b
 }
 
@@ -208,10 +284,7 @@ func (e *Engine) runAppender(ctx context.Context) {
 			e.log.Warn("store append failed", "err", err, "events", len(evs))
 		} else if len(evs) > 0 {
 			e.m.published.Add(len(evs))
-			select {
-			case e.wake <- struct{}{}:
-			default:
-			}
+			e.wakeTicker()
 		}
 		for _, j := range jobs {
 			keep := true
