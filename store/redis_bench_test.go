@@ -4,14 +4,15 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/sseloop/sseloop/internal/redistest"
 	"github.com/sseloop/sseloop/store"
 )
 
 // BenchmarkRedisAppend is BenchmarkAppend on a local redis-server (no
 // persistence): one trigger, a single-event Append cycling over 1,000 keys.
 func BenchmarkRedisAppend(b *testing.B) {
-	srv := startRedis(b)
-	s := openRedis(b, store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()}, store.Options{MaxEvents: 100})
+	srv := redistest.Start(b)
+	s := openRedis(b, store.RedisConfig{Addr: srv.Addr(), Prefix: newPrefix()}, store.Options{MaxEvents: 100})
 	keys := make([]string, 1000)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("user:%d", i)
@@ -34,8 +35,8 @@ func BenchmarkRedisAppend(b *testing.B) {
 // change-feed poll over a history of 100,000 events, with 0, 1 or 100 new.
 func BenchmarkRedisAfter(b *testing.B) {
 	const history = 100_000
-	srv := startRedis(b)
-	s := openRedis(b, store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()},
+	srv := redistest.Start(b)
+	s := openRedis(b, store.RedisConfig{Addr: srv.Addr(), Prefix: newPrefix()},
 		store.Options{MaxEvents: history, SweepInterval: -1})
 	fillStore(b, s, 1000, history)
 	last, err := s.LastID(bg)

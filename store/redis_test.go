@@ -2,13 +2,10 @@ package store_test
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,101 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/sseloop/sseloop/internal/redistest"
 	"github.com/sseloop/sseloop/store"
 	"github.com/sseloop/sseloop/store/storetest"
 )
-
-// redisServer is a redis-server process that a test started.
-type redisServer struct {
-	bin  string
-	port int
-	dir  string
-	args []string
-	cmd  *exec.Cmd
-	exit chan struct{}
-}
-
-// startRedis starts redis-server on a free port, in a temporary directory,
-// without persistence unless extra arguments say otherwise. It skips the test
-// if redis-server is not installed, unless SSELOOP_REQUIRE_EXTERNAL=1.
-func startRedis(t testing.TB, extra ...string) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("SSELOOP_REQUIRE_EXTERNAL") == "1" {
-			t.Fatal("redis-server not installed (SSELOOP_REQUIRE_EXTERNAL=1)")
-		}
-		t.Skip("redis-server not installed: apt-get install redis-server")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	s := &redisServer{bin: bin, port: port, dir: t.TempDir()}
-	s.args = append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir}, extra...)
-	s.start(t)
-	t.Cleanup(func() { s.kill(t) })
-	return s
-}
-
-func (s *redisServer) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
-
-// start runs the server and waits until it answers PING.
-func (s *redisServer) start(t testing.TB) {
-	t.Helper()
-	s.cmd = exec.Command(s.bin, s.args...)
-	s.cmd.Dir = s.dir
-	log, err := os.Create(fmt.Sprintf("%s/redis-%d.log", s.dir, time.Now().UnixNano()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close()
-	s.cmd.Stdout, s.cmd.Stderr = log, log
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("redis-server: %v", err)
-	}
-	s.exit = make(chan struct{})
-	go func(cmd *exec.Cmd, exit chan struct{}) { _ = cmd.Wait(); close(exit) }(s.cmd, s.exit)
-	c := redis.NewClient(&redis.Options{Addr: s.addr(), MaxRetries: -1, DisableIdentity: true})
-	defer c.Close()
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		err := c.Ping(context.Background()).Err()
-		if err == nil {
-			return
-		}
-		select {
-		case <-s.exit:
-			t.Fatalf("redis-server %v exited (log in %s)", s.args, s.dir)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on %s does not answer: %v", s.addr(), err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// kill stops the server with SIGKILL (no shutdown work) and waits for it.
-func (s *redisServer) kill(t testing.TB) {
-	t.Helper()
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGKILL)
-	<-s.exit
-	s.cmd = nil
-}
-
-func (s *redisServer) client(t testing.TB) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.addr(), DisableIdentity: true})
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
 
 var prefixes atomic.Int64
 
@@ -130,15 +36,15 @@ func openRedis(t testing.TB, cfg store.RedisConfig, opts store.Options) *store.R
 }
 
 func TestRedisContract(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	storetest.Run(t, func(t *testing.T, opts store.Options) store.Store {
-		return openRedis(t, store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()}, opts)
+		return openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: newPrefix()}, opts)
 	})
 }
 
 func TestRedisOpen(t *testing.T) {
-	srv := startRedis(t)
-	s, err := store.Open(store.Config{Driver: "redis", Redis: store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()}})
+	srv := redistest.Start(t)
+	s, err := store.Open(store.Config{Driver: "redis", Redis: store.RedisConfig{Addr: srv.Addr(), Prefix: newPrefix()}})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -146,7 +52,7 @@ func TestRedisOpen(t *testing.T) {
 	if _, ok := s.(store.VersionReader); !ok {
 		t.Error("the redis store is no VersionReader")
 	}
-	if _, err := store.OpenRedis(store.RedisConfig{Addr: srv.addr(), FeedLen: -1}, store.Options{}); !errors.Is(err, store.ErrBadOptions) {
+	if _, err := store.OpenRedis(store.RedisConfig{Addr: srv.Addr(), FeedLen: -1}, store.Options{}); !errors.Is(err, store.ErrBadOptions) {
 		t.Errorf("FeedLen -1: %v, want ErrBadOptions", err)
 	}
 	// Nothing listens on a port we just closed: Open fails, quickly.
@@ -165,8 +71,8 @@ func TestRedisOpen(t *testing.T) {
 // feed show an id before a lower one: a reader that follows it with After
 // sees every event exactly once.
 func TestRedisConcurrentNodes(t *testing.T) {
-	srv := startRedis(t)
-	cfg := store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()}
+	srv := redistest.Start(t)
+	cfg := store.RedisConfig{Addr: srv.Addr(), Prefix: newPrefix()}
 	opts := store.Options{MaxEvents: 100000, SweepInterval: -1}
 	const nodes, appends = 4, 150
 	reader := openRedis(t, cfg, opts)
@@ -251,10 +157,10 @@ func cmpU64(a, b uint64) int {
 }
 
 func TestRedisVersions(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	prefix := newPrefix()
-	r := openRedis(t, store.RedisConfig{Addr: srv.addr(), Prefix: prefix}, store.Options{})
-	c := srv.client(t)
+	r := openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: prefix}, store.Options{})
+	c := srv.Client(t)
 
 	if v, err := r.Versions(bg, nil); err != nil || len(v) != 0 {
 		t.Errorf("Versions(nil) = %q, %v", v, err)
@@ -289,12 +195,12 @@ func TestRedisVersions(t *testing.T) {
 // not a marker another program rewrote; the key's Dropped survives as the
 // floor.
 func TestRedisSweepCleanup(t *testing.T) {
-	srv := startRedis(t)
+	srv := redistest.Start(t)
 	prefix := newPrefix()
 	opts, clock := testOptions(store.SyncNever)
 	opts.TTL = time.Minute
-	r := openRedis(t, store.RedisConfig{Addr: srv.addr(), Prefix: prefix}, opts)
-	c := srv.client(t)
+	r := openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: prefix}, opts)
+	c := srv.Client(t)
 	evs := mustAppend(t, r, "a", "b", "a")
 	if err := c.Set(bg, prefix+"b", "app", 0).Err(); err != nil {
 		t.Fatal(err)
@@ -329,9 +235,9 @@ func TestRedisSweepCleanup(t *testing.T) {
 
 // The change feed costs one Redis command per poll, new events or not.
 func TestRedisAfterIsOneCommand(t *testing.T) {
-	srv := startRedis(t)
-	r := openRedis(t, store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()}, store.Options{})
-	c := srv.client(t)
+	srv := redistest.Start(t)
+	r := openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: newPrefix()}, store.Options{})
+	c := srv.Client(t)
 	mustAppend(t, r, "a", "b")
 	last, err := r.LastID(bg)
 	if err != nil {
@@ -373,14 +279,14 @@ func TestRedisAfterIsOneCommand(t *testing.T) {
 // forever); after it restarts on the same port with its append-only file, the
 // same store works again and has every event acknowledged before.
 func TestRedisOutage(t *testing.T) {
-	srv := startRedis(t, "--appendonly", "yes", "--appendfsync", "always")
-	r := openRedis(t, store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()}, store.Options{SweepInterval: -1})
+	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	r := openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: newPrefix()}, store.Options{SweepInterval: -1})
 	var acked []store.Event
 	for i := range 20 {
 		acked = append(acked, mustAppend(t, r, fmt.Sprintf("k%d", i%3))...)
 	}
 
-	srv.kill(t)
+	srv.Kill(t)
 	calls := []struct {
 		name string
 		fn   func() error
@@ -400,7 +306,7 @@ func TestRedisOutage(t *testing.T) {
 		t.Logf("%s with Redis down: %v after %v", c.name, err, time.Since(start))
 	}
 
-	srv.start(t)
+	srv.Start(t)
 	for deadline := time.Now().Add(20 * time.Second); r.Ping(bg) != nil; {
 		if time.Now().After(deadline) {
 			t.Fatalf("the store does not reconnect: %v", r.Ping(bg))
@@ -428,16 +334,16 @@ func TestRedisOutage(t *testing.T) {
 // A Redis that accepts connections but does not answer (stopped, overloaded,
 // behind a dead link) makes calls fail after the read timeout, not hang.
 func TestRedisHang(t *testing.T) {
-	srv := startRedis(t)
-	r := openRedis(t, store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()}, store.Options{SweepInterval: -1})
+	srv := redistest.Start(t)
+	r := openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: newPrefix()}, store.Options{SweepInterval: -1})
 	mustAppend(t, r, "a")
-	if err := srv.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := srv.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	stopped := true
 	defer func() {
 		if stopped {
-			_ = srv.cmd.Process.Signal(syscall.SIGCONT)
+			_ = srv.Signal(syscall.SIGCONT)
 		}
 	}()
 	for _, c := range []struct {
@@ -454,7 +360,7 @@ func TestRedisHang(t *testing.T) {
 		}
 		t.Logf("%s with Redis stopped: %v after %v", c.name, err, time.Since(start))
 	}
-	if err := srv.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := srv.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	stopped = false
@@ -471,8 +377,8 @@ func TestRedisHang(t *testing.T) {
 
 // Of several nodes that see the same new version of a key, one wins the claim.
 func TestRedisClaim(t *testing.T) {
-	srv := startRedis(t)
-	cfg := store.RedisConfig{Addr: srv.addr(), Prefix: newPrefix()}
+	srv := redistest.Start(t)
+	cfg := store.RedisConfig{Addr: srv.Addr(), Prefix: newPrefix()}
 	const nodes = 5
 	var wins atomic.Int64
 	var wg sync.WaitGroup
