@@ -29,7 +29,7 @@ type testServer struct {
 
 // startServer starts an engine; mutate adjusts the config first. The server
 // stops when the test ends.
-func startServer(t *testing.T, mutate func(*Config)) *testServer {
+func startServer(t testing.TB, mutate func(*Config)) *testServer {
 	t.Helper()
 	st, err := store.OpenBunt(":memory:", store.Options{})
 	if err != nil {
@@ -38,7 +38,7 @@ func startServer(t *testing.T, mutate func(*Config)) *testServer {
 	return startServerWithStore(t, st, mutate)
 }
 
-func startServerWithStore(t *testing.T, st store.Store, mutate func(*Config)) *testServer {
+func startServerWithStore(t testing.TB, st store.Store, mutate func(*Config)) *testServer {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
