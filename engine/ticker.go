@@ -3,9 +3,9 @@ package engine
 import (
 	"cmp"
 	"context"
-	"slices"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"time"
 
