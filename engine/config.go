@@ -35,10 +35,19 @@ type Config struct {
 	Retry time.Duration `koanf:"retry"`
 	// Limits bounds what one client can make the server hold.
 	Limits Limits `koanf:"limits"`
-	// Auth decides who may subscribe and publish (see docs/SECURITY.md).
+	// Auth decides who may subscribe and publish (see README.md, "Security").
 	Auth Auth `koanf:"auth"`
 	// CORS lets pages of other origins subscribe and trigger.
 	CORS CORS `koanf:"cors"`
+
+	// Sources fetch the data of pokes from the app, once per change (see
+	// Source). Configured in the file only: a list of {pattern, url,
+	// headers, timeout}.
+	Sources []Source `koanf:"sources"`
+	// DirectPoll is how often the version markers of watched keys are read
+	// from stores that have them (Redis), to turn writes by other programs
+	// into pokes. 0 = off. Set from store.redis.direct_poll.
+	DirectPoll time.Duration `koanf:"-"`
 
 	// Logger receives the engine's logs. Default slog.Default().
 	Logger *slog.Logger `koanf:"-"`
@@ -140,6 +149,11 @@ func DefaultConfig() Config {
 // fillDefaults replaces zero values with defaults and checks the rest.
 func (c *Config) fillDefaults() error {
 	d := DefaultConfig()
+	// Copy the sources: checkSources fills in their defaults.
+	c.Sources = append([]Source(nil), c.Sources...)
+	if err := checkSources(c.Sources); err != nil {
+		return err
+	}
 	setDur := func(p *time.Duration, def time.Duration) {
 		if *p == 0 {
 			*p = def

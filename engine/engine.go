@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -52,7 +53,10 @@ type Engine struct {
 	deferred atomic.Bool   // the ticker skipped a read because loops were busy
 
 	appendQ chan *appendJob
-	workQ   chan func(context.Context)
+	fetchQ  chan *appendJob // jobs whose pokes a data source fills
+
+	httpClient *http.Client // data sources
+	workQ      chan func(context.Context)
 
 	stopping atomic.Bool
 }
@@ -86,7 +90,12 @@ func New(cfg Config, st store.Store) (*Engine, error) {
 		loopMap: make(map[gnet.EventLoop]*loop),
 		wake:    make(chan struct{}, 1),
 		appendQ: make(chan *appendJob, appendQueueLen),
-		workQ:   make(chan func(context.Context), workQueueLen),
+		fetchQ:  make(chan *appendJob, appendQueueLen),
+		httpClient: &http.Client{Transport: &http.Transport{
+			MaxIdleConnsPerHost: sourceWorkers,
+			IdleConnTimeout:     90 * time.Second,
+		}},
+		workQ: make(chan func(context.Context), workQueueLen),
 		lim: httpparse.Limits{
 			MaxHeadBytes: cfg.Limits.MaxHeadBytes,
 			MaxHeaders:   cfg.Limits.MaxHeaders,
@@ -127,9 +136,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	wctx, cancelWorkers := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(2 + workers)
+	wg.Add(3 + workers + sourceWorkers)
 	go func() { defer wg.Done(); e.runTicker(wctx, last) }()
 	go func() { defer wg.Done(); e.runAppender(wctx) }()
+	go func() { defer wg.Done(); e.runDirect(wctx) }()
+	for range sourceWorkers {
+		go func() { defer wg.Done(); e.runFetcher(wctx) }()
+	}
 	for range workers {
 		go func() { defer wg.Done(); e.runWorker(wctx) }()
 	}

@@ -301,6 +301,17 @@ func (in *interest) add(key string) {
 	in.mu.Unlock()
 }
 
+// keys returns a snapshot of the keys with a subscriber on any loop.
+func (in *interest) keys() []string {
+	in.mu.RLock()
+	defer in.mu.RUnlock()
+	out := make([]string, 0, len(in.m))
+	for k := range in.m {
+		out = append(out, k)
+	}
+	return out
+}
+
 // len returns the number of keys with a subscriber on any loop.
 func (in *interest) len() int {
 	in.mu.RLock()

@@ -28,6 +28,10 @@ type engineMetrics struct {
 	fanout   *metrics.PrometheusHistogram
 	storeRd  *metrics.PrometheusHistogram
 	storeErr *metrics.Counter
+
+	sourceFetch *metrics.Counter // pokes filled by a data source
+	sourceErr   *metrics.Counter // data source failures (plain poke sent)
+	directPokes *metrics.Counter // marker writes by other programs turned into pokes
 }
 
 func newEngineMetrics() *engineMetrics {
@@ -43,6 +47,9 @@ func newEngineMetrics() *engineMetrics {
 	m.slowEvicted = s.NewCounter("sseloop_slow_consumers_evicted_total")
 	m.authFail = s.NewCounter("sseloop_auth_failures_total")
 	m.storeErr = s.NewCounter("sseloop_store_errors_total")
+	m.sourceFetch = s.NewCounter("sseloop_source_fetches_total")
+	m.sourceErr = s.NewCounter("sseloop_source_errors_total")
+	m.directPokes = s.NewCounter("sseloop_direct_pokes_total")
 	m.tick = s.NewPrometheusHistogram("sseloop_tick_duration_seconds")
 	m.fanout = s.NewPrometheusHistogram("sseloop_fanout_duration_seconds")
 	m.storeRd = s.NewPrometheusHistogram("sseloop_store_read_duration_seconds")

@@ -394,8 +394,12 @@ func (l *loop) trigger(c *conn, req *httpparse.Request, body []byte) bool {
 
 // enqueue hands a trigger to the appender; c is busy until it answers.
 func (l *loop) enqueue(c *conn, job *appendJob) bool {
+	q := l.e.appendQ
+	if l.e.needsFetch(job) {
+		q = l.e.fetchQ // a data source fills its pokes first
+	}
 	select {
-	case l.e.appendQ <- job:
+	case q <- job:
 		c.phase = phaseBusy
 		return true
 	default:

@@ -218,6 +218,8 @@ type appendJob struct {
 	c   *conn
 	evs []store.Event // POST /trigger/{key}
 	raw []byte        // POST /trigger: the JSON batch, parsed off the loop
+	// batch: raw was parsed by a fetcher (the answer lists ids)
+	batch bool
 
 	first, n int // the job's events in the appender's combined batch
 	resp     []byte
@@ -296,8 +298,11 @@ func (e *Engine) runAppender(ctx context.Context) {
 				j.resp = appendResponseH(nil, 503, "text/plain; charset=utf-8", j.cors, []byte("store unavailable\n"), false, false)
 				keep = false
 			default:
-				j.resp = appendIDs(j, evs[j.first:j.first+j.n], j.raw != nil)
+				j.resp = appendIDs(j, evs[j.first:j.first+j.n], j.raw != nil || j.batch)
 				keep = j.keepAlive
+			}
+			if j.c == nil {
+				continue // a direct poke: nobody waits for an answer
 			}
 			l, c, resp := j.l, j.c, j.resp
 			l.execute(func() { l.finish(c, resp, keep) })

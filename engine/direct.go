@@ -1,0 +1,94 @@
+package engine
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/sseloop/sseloop/store"
+)
+
+// directClaimTTL is how long a claim on one (key, version) is remembered:
+// far longer than any poll interval, so no node handles a change twice.
+const directClaimTTL = 10 * time.Minute
+
+// versionChunk bounds the keys of one MGET.
+const versionChunk = 1000
+
+// runDirect watches the version markers of the keys that have subscribers
+// here, for stores that expose them (Redis: <prefix><key>). Any program that
+// writes a new value there (a PHP app's Cache::write($key, microtime(true))
+// on a Redis cache with the same prefix) makes the key's subscribers get a
+// poke within about DirectPoll. Every node sees the change; the one that
+// wins the store's claim publishes the poke (and runs the data source), so
+// there is one event per change, not one per node.
+//
+// Cost: one MGET per DirectPoll for every key with a subscriber on this node
+// (in chunks of 1,000). DirectPoll 0 turns it off.
+func (e *Engine) runDirect(ctx context.Context) {
+	vr, ok := e.st.(store.VersionReader)
+	cl, ok2 := e.st.(store.Claimer)
+	if !ok || !ok2 || e.cfg.DirectPoll <= 0 {
+		return
+	}
+	t := time.NewTicker(e.cfg.DirectPoll)
+	defer t.Stop()
+	known := map[string]string{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		keys := e.interest.keys()
+		next := make(map[string]string, len(keys))
+		var changed []string
+		var failed bool
+		for len(keys) > 0 && !failed {
+			chunk := keys[:min(len(keys), versionChunk)]
+			keys = keys[len(chunk):]
+			vals, err := vr.Versions(ctx, chunk)
+			if err != nil {
+				e.log.Debug("direct pokes: read versions", "err", err)
+				failed = true
+				break
+			}
+			for i, k := range chunk {
+				v := vals[i]
+				next[k] = v
+				if prev, seen := known[k]; seen && v != prev && v != "" {
+					changed = append(changed, k)
+				}
+			}
+		}
+		if failed {
+			continue // keep the old baseline; retry next interval
+		}
+		known = next
+		if len(changed) == 0 {
+			continue
+		}
+		// sseloop writes the id of a key's newest event as its marker: a
+		// decimal integer no greater than the last id is ours, not a poke.
+		last, err := e.st.LastID(ctx)
+		if err != nil {
+			continue
+		}
+		var evs []store.Event
+		for _, k := range changed {
+			v := known[k]
+			if id, err := strconv.ParseUint(v, 10, 64); err == nil && id <= last {
+				continue
+			}
+			won, err := cl.Claim(ctx, k, v, directClaimTTL)
+			if err != nil || !won {
+				continue
+			}
+			e.m.directPokes.Inc()
+			evs = append(evs, store.Event{Key: k})
+		}
+		if len(evs) > 0 {
+			e.publishInternal(ctx, evs)
+		}
+	}
+}
