@@ -29,9 +29,22 @@ type Config struct {
 
 // StoreConfig selects and configures the event store.
 type StoreConfig struct {
-	Driver string `koanf:"driver"` // buntdb
-	Path   string `koanf:"path"`   // ":memory:" or a file
-	Sync   string `koanf:"sync"`   // always | everysecond | never
+	Driver string      `koanf:"driver"` // buntdb | redis
+	Path   string      `koanf:"path"`   // buntdb: ":memory:" or a file
+	Sync   string      `koanf:"sync"`   // buntdb: always | everysecond | never
+	Redis  RedisConfig `koanf:"redis"`
+}
+
+// RedisConfig configures store.driver=redis.
+type RedisConfig struct {
+	Addr     string `koanf:"addr"`     // host:port
+	Password string `koanf:"password"` // AUTH password; "" for none
+	DB       int    `koanf:"db"`       // database number
+	Prefix   string `koanf:"prefix"`   // key prefix, shared with the app's cache for direct pokes
+	FeedLen  int    `koanf:"feed_len"` // approximate length bound of the change feed stream
+	// DirectPoll is how often the markers <prefix><key> of watched keys are
+	// read to notice writes by other programs; 0 turns direct pokes off.
+	DirectPoll time.Duration `koanf:"direct_poll"`
 }
 
 // HistoryConfig bounds the retained history of each key.
@@ -48,8 +61,9 @@ type LogConfig struct {
 
 func defaultConfig() Config {
 	return Config{
-		Engine:  engine.DefaultConfig(),
-		Store:   StoreConfig{Driver: "buntdb", Path: ":memory:", Sync: "everysecond"},
+		Engine: engine.DefaultConfig(),
+		Store: StoreConfig{Driver: "buntdb", Path: ":memory:", Sync: "everysecond",
+			Redis: RedisConfig{Addr: "127.0.0.1:6379", Prefix: "sseloop:", FeedLen: 100000, DirectPoll: time.Second}},
 		History: HistoryConfig{MaxEvents: 1000, TTL: 24 * time.Hour},
 		Log:     LogConfig{Level: "info", Format: "text"},
 	}
@@ -93,6 +107,8 @@ func loadConfig(args []string, environ []string) (Config, options, *koanf.Koanf,
 			fs.String(k, v, "")
 		case []string:
 			fs.StringSlice(k, v, "")
+		case []engine.Source:
+			// A list of structs: configured in the file only.
 		default:
 			panic(fmt.Sprintf("config key %s: unsupported type %T", k, v))
 		}

@@ -47,7 +47,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	if opts.printConfig {
 		// Secrets are not printed: the output ends up in tickets and logs.
-		for _, key := range []string{"auth.jwt_secret", "auth.publish_keys"} {
+		for _, key := range []string{"auth.jwt_secret", "auth.publish_keys", "store.redis.password"} {
 			if v := k.Get(key); v != nil && fmt.Sprint(v) != "" && fmt.Sprint(v) != "[]" {
 				_ = k.Set(key, "(redacted)")
 			}
@@ -62,6 +62,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	log := newLogger(cfg.Log, stderr)
 	cfg.Engine.Logger = log
+	if cfg.Store.Driver == "redis" {
+		cfg.Engine.DirectPoll = cfg.Store.Redis.DirectPoll
+	}
 	cfg.Engine.StartupAttrs = []any{"store", cfg.Store.Driver, "path", cfg.Store.Path, "sync", cfg.Store.Sync,
 		"history_max_events", cfg.History.MaxEvents, "history_ttl", cfg.History.TTL}
 
@@ -73,6 +76,13 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	st, err := store.Open(store.Config{
 		Driver: cfg.Store.Driver,
 		Path:   cfg.Store.Path,
+		Redis: store.RedisConfig{
+			Addr:     cfg.Store.Redis.Addr,
+			Password: cfg.Store.Redis.Password,
+			DB:       cfg.Store.Redis.DB,
+			Prefix:   cfg.Store.Redis.Prefix,
+			FeedLen:  cfg.Store.Redis.FeedLen,
+		},
 		Options: store.Options{
 			MaxEvents: cfg.History.MaxEvents,
 			TTL:       cfg.History.TTL,

@@ -1,0 +1,341 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sseloop/sseloop/internal/redistest"
+)
+
+var redisPrefixes atomic.Int64
+
+// redisArgs points a node at srv with a prefix no other test uses.
+func redisArgs(srv *redistest.Server, prefix string) []string {
+	return []string{"--store.driver", "redis", "--store.redis.addr", srv.Addr(),
+		"--store.redis.prefix", prefix, "--poll", "50ms"}
+}
+
+func newRedisPrefix() string { return fmt.Sprintf("scale%d-%d:", os.Getpid(), redisPrefixes.Add(1)) }
+
+// stream is a raw subscription to a node.
+type stream struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func openStream(t *testing.T, addr, query string) *stream {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "GET /events?%s HTTP/1.1\r\nHost: x\r\n\r\n", query)
+	s := &stream{t: t, conn: c, r: bufio.NewReader(c)}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	status, err := s.r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Fatalf("subscribe to %s: %q %v", addr, status, err)
+	}
+	for {
+		line, err := s.r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(line, "retry:") {
+			return s
+		}
+	}
+}
+
+type event struct{ id, name, data string }
+
+// next reads the next event within d; ok is false on timeout.
+func (s *stream) next(d time.Duration) (ev event, ok bool) {
+	s.t.Helper()
+	_ = s.conn.SetReadDeadline(time.Now().Add(d))
+	var data []string
+	for {
+		line, err := s.r.ReadString('\n')
+		if err != nil {
+			if ne, isNet := err.(net.Error); isNet && ne.Timeout() {
+				return ev, false
+			}
+			s.t.Fatalf("stream: %v", err)
+		}
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case line == "":
+			if ev.id != "" || len(data) > 0 {
+				ev.data = strings.Join(data, "\n")
+				return ev, true
+			}
+		case strings.HasPrefix(line, "id: "):
+			ev.id = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			ev.name = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			data = append(data, line[6:])
+		}
+	}
+}
+
+func (s *stream) mustNext() event {
+	s.t.Helper()
+	ev, ok := s.next(10 * time.Second)
+	if !ok {
+		s.t.Fatal("no event within 10s")
+	}
+	return ev
+}
+
+// expectQuiet checks that no further event arrives within d (a duplicate
+// would arrive within one poll interval).
+func (s *stream) expectQuiet(d time.Duration) {
+	s.t.Helper()
+	if ev, ok := s.next(d); ok {
+		s.t.Fatalf("unexpected extra event %+v", ev)
+	}
+}
+
+func post(t *testing.T, addr, path, body string) (int, string) {
+	t.Helper()
+	resp, err := http.Post("http://"+addr+path, "text/plain", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(b)
+}
+
+// TestThreeNodesShareRedis runs three sseloop processes on one redis-server.
+// Why: scale-out must deliver an event triggered on any node to the
+// subscribers of every node, exactly once.
+func TestThreeNodesShareRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := newRedisPrefix()
+	var nodes []*serverProcess
+	for range 3 {
+		nodes = append(nodes, startProcess(t, redisArgs(srv, prefix)...))
+	}
+	var streams []*stream
+	for _, n := range nodes {
+		for range 2 {
+			streams = append(streams, openStream(t, n.addr, "key=orders"))
+		}
+	}
+	for round, from := range []int{0, 2} {
+		code, body := post(t, nodes[from].addr, "/trigger/orders", fmt.Sprint("order ", round))
+		if code != 200 {
+			t.Fatalf("trigger on node %d: %d %s", from, code, body)
+		}
+		for i, s := range streams {
+			if ev := s.mustNext(); ev.data != fmt.Sprint("order ", round) {
+				t.Fatalf("stream %d (node %d): got %+v", i, i/2, ev)
+			}
+		}
+	}
+	for _, s := range streams {
+		s.expectQuiet(300 * time.Millisecond)
+	}
+}
+
+// TestReusePortNodesShareOnePort starts two processes on one port.
+func TestReusePortNodesShareOnePort(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := newRedisPrefix()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	args := append(redisArgs(srv, prefix), "--listen", addr, "--reuseport")
+	startProcess(t, args...)
+	startProcess(t, args...) // fails to listen without SO_REUSEPORT
+	var streams []*stream
+	for range 16 {
+		streams = append(streams, openStream(t, addr, "key=shared"))
+	}
+	if code, _ := post(t, addr, "/trigger/shared", "to all"); code != 200 {
+		t.Fatalf("trigger: %d", code)
+	}
+	for i, s := range streams {
+		if ev := s.mustNext(); ev.data != "to all" {
+			t.Fatalf("stream %d: %+v", i, ev)
+		}
+	}
+}
+
+// TestDirectPokeFromAppCacheWrite writes <prefix><key> the way a PHP app's
+// Redis cache does. Why: the classic recipe's apps already write a timestamp
+// there; sseloop must turn that into exactly one poke, whatever the number
+// of nodes.
+func TestDirectPokeFromAppCacheWrite(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := newRedisPrefix()
+	args := append(redisArgs(srv, prefix), "--store.redis.direct_poll", "100ms")
+	a, b := startProcess(t, args...), startProcess(t, args...)
+	sa, sb := openStream(t, a.addr, "key=user:7"), openStream(t, b.addr, "key=user:7")
+	// Let each node read a baseline of the marker first.
+	time.Sleep(300 * time.Millisecond)
+	rc := srv.Client(t)
+	for round := range 2 {
+		v := strconv.FormatFloat(float64(time.Now().UnixMicro())/1e6, 'f', 4, 64)
+		if err := rc.Set(t.Context(), prefix+"user:7", v, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []*stream{sa, sb} {
+			ev := s.mustNext()
+			if !strings.Contains(ev.data, `"key":"user:7"`) || ev.id == "" {
+				t.Fatalf("round %d: want a poke of user:7, got %+v", round, ev)
+			}
+		}
+	}
+	// One poke per write, not one per node.
+	sa.expectQuiet(500 * time.Millisecond)
+	sb.expectQuiet(100 * time.Millisecond)
+	// sseloop's own markers are not pokes: a trigger gives exactly one event.
+	if code, _ := post(t, a.addr, "/trigger/user:7", "real"); code != 200 {
+		t.Fatal("trigger failed")
+	}
+	if ev := sb.mustNext(); ev.data != "real" {
+		t.Fatalf("got %+v", ev)
+	}
+	sb.expectQuiet(500 * time.Millisecond)
+}
+
+// TestDataSourceFetchedOncePerChange configures a source for user:* and
+// pokes from a trigger and from a cache write on two nodes. Why: the data
+// callback must run once per change, not once per subscriber or node, and a
+// failing source must still deliver the poke.
+func TestDataSourceFetchedOncePerChange(t *testing.T) {
+	var fetches atomic.Int64
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		if r.Header.Get("Authorization") != "Bearer app-token" {
+			http.Error(w, "no", 401)
+			return
+		}
+		if strings.HasSuffix(r.URL.Path, "/user:broken") {
+			http.Error(w, "boom", 500)
+			return
+		}
+		fmt.Fprintf(w, `{"for":%q,"unread":3}`, r.Header.Get("X-Sseloop-Key"))
+	}))
+	defer app.Close()
+	cfgFile := filepath.Join(t.TempDir(), "sources.yaml")
+	yaml := fmt.Sprintf("sources:\n  - pattern: \"user:*\"\n    url: %q\n    headers:\n      Authorization: \"Bearer app-token\"\n    timeout: 2s\n", app.URL+"/sse/{key}")
+	if err := os.WriteFile(cfgFile, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := redistest.Start(t)
+	prefix := newRedisPrefix()
+	args := append(redisArgs(srv, prefix), "--config", cfgFile, "--store.redis.direct_poll", "100ms")
+	a, b := startProcess(t, args...), startProcess(t, args...)
+	sa, sb := openStream(t, a.addr, "key=user:1&key=user:broken&key=other"), openStream(t, b.addr, "key=user:1")
+
+	if code, body := post(t, a.addr, "/trigger/user:1", ""); code != 200 {
+		t.Fatalf("trigger: %d %s", code, body)
+	}
+	for _, s := range []*stream{sa, sb} {
+		if ev := s.mustNext(); ev.data != `{"for":"user:1","unread":3}` {
+			t.Fatalf("want the source's data, got %+v", ev)
+		}
+	}
+	if n := fetches.Load(); n != 1 {
+		t.Fatalf("source fetched %d times for one trigger, want 1", n)
+	}
+
+	// A direct cache write: both nodes see it, one fetches.
+	time.Sleep(300 * time.Millisecond) // baseline read
+	if err := srv.Client(t).Set(t.Context(), prefix+"user:1", "1700000000.5", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*stream{sa, sb} {
+		if ev := s.mustNext(); ev.data != `{"for":"user:1","unread":3}` {
+			t.Fatalf("direct poke: got %+v", ev)
+		}
+	}
+	if n := fetches.Load(); n != 2 {
+		t.Fatalf("source fetched %d times after two changes, want 2", n)
+	}
+
+	// A failing source sends the plain poke; a key without a source too.
+	post(t, a.addr, "/trigger/user:broken", "")
+	if ev := sa.mustNext(); !strings.Contains(ev.data, `"key":"user:broken"`) {
+		t.Fatalf("failed source: want the plain poke, got %+v", ev)
+	}
+	post(t, a.addr, "/trigger/other", "")
+	if ev := sa.mustNext(); !strings.Contains(ev.data, `"key":"other"`) {
+		t.Fatalf("no source: want the plain poke, got %+v", ev)
+	}
+	resp, err := http.Get("http://" + a.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(m), "sseloop_source_errors_total 1") {
+		t.Fatalf("source error not counted")
+	}
+}
+
+// TestRedisOutageTriggers503AndRecovers stops redis-server under a running
+// node. Why: an outage must not drop subscribers or lose acknowledged events;
+// triggers must say 503 instead of pretending, and delivery must resume.
+func TestRedisOutageTriggers503AndRecovers(t *testing.T) {
+	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	prefix := newRedisPrefix()
+	n := startProcess(t, redisArgs(srv, prefix)...)
+	s := openStream(t, n.addr, "key=k")
+	var acked []string
+	for i := range 3 {
+		code, body := post(t, n.addr, "/trigger/k", fmt.Sprint("before ", i))
+		if code != 200 {
+			t.Fatalf("trigger: %d", code)
+		}
+		acked = append(acked, body)
+		s.mustNext()
+	}
+	srv.Kill(t)
+	if code, _ := post(t, n.addr, "/trigger/k", "during"); code != 503 {
+		t.Fatalf("trigger during outage: %d, want 503", code)
+	}
+	srv.Start(t)
+	// The same stream, still open, gets events again.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, _ := post(t, n.addr, "/trigger/k", "after")
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("triggers still fail after redis came back: %d", code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if ev := s.mustNext(); ev.data != "after" {
+		t.Fatalf("after the outage the open stream got %+v", ev)
+	}
+	// Nothing acknowledged before the outage is lost.
+	r := openStream(t, n.addr, "key=k&lastEventId=0")
+	for i := range acked {
+		if ev := r.mustNext(); ev.data != fmt.Sprint("before ", i) {
+			t.Fatalf("replay %d: %+v", i, ev)
+		}
+	}
+}
