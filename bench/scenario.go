@@ -64,6 +64,9 @@ type RunConfig struct {
 	Quiet  time.Duration
 	// PID of the server, for RSS and CPU from /proc; 0 = not measured.
 	PID int
+	// MorePIDs are further server processes (several nodes behind one port
+	// with SO_REUSEPORT): RSS and CPU are summed over PID and these.
+	MorePIDs []int
 	// Procs: 0 = automatic (in this process up to 18,000 connections, else
 	// one worker process per 18,000); P > 0 = P worker processes, worker i
 	// dialing from 127.0.0.(2+i).
@@ -233,7 +236,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 
 	if cfg.PID > 0 {
 		var err error
-		if res.RSSBefore, err = procRSS(cfg.PID); err != nil {
+		if res.RSSBefore, err = sumProc(procRSS, cfg.PID, cfg.MorePIDs); err != nil {
 			return nil, fmt.Errorf("bench: server pid %d: %w", cfg.PID, err)
 		}
 	}
@@ -269,14 +272,14 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 		if cfg.PID <= 0 {
 			return 0
 		}
-		v, _ := procCPU(cfg.PID)
+		v, _ := sumProc(procCPU, cfg.PID, cfg.MorePIDs)
 		return v
 	}
 	rss := func() int64 {
 		if cfg.PID <= 0 {
 			return 0
 		}
-		v, _ := procRSS(cfg.PID)
+		v, _ := sumProc(procRSS, cfg.PID, cfg.MorePIDs)
 		return v
 	}
 	var pub pubStats

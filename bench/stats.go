@@ -159,3 +159,16 @@ func procCPU(pid int) (float64, error) {
 	}
 	return float64(ut+st) / clockTicks, nil
 }
+
+// sumProc adds up a /proc reading over the server's processes.
+func sumProc[T int64 | float64](read func(int) (T, error), pid int, more []int) (T, error) {
+	var total T
+	for _, p := range append([]int{pid}, more...) {
+		v, err := read(p)
+		if err != nil {
+			return total, err
+		}
+		total += v
+	}
+	return total, nil
+}

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -62,7 +63,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&cfg.Target, "target", "http://127.0.0.1:8080", "server base URL")
 		fs.StringVar(&cfg.Scenario, "scenario", "idle", "idle, fanout, throughput or churn")
 		fs.StringVar(&cfg.Server, "name", "", "server label in the result (default host:port)")
-		fs.IntVar(&cfg.PID, "pid", 0, "server PID: read its RSS and CPU from /proc")
+		fs.Func("pid", "server PID(s), comma-separated: RSS and CPU from /proc, summed", func(v string) error {
+			for i, f := range strings.Split(v, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(f))
+				if err != nil || n <= 0 {
+					return fmt.Errorf("bad pid %q", f)
+				}
+				if i == 0 {
+					cfg.PID = n
+				} else {
+					cfg.MorePIDs = append(cfg.MorePIDs, n)
+				}
+			}
+			return nil
+		})
 		jsonFile := fs.String("json", "", "write the result as JSON to this file")
 		if fs.Parse(args[1:]) != nil {
 			return 2
