@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sseloop/sseloop/store"
 )
 
 func TestStreamHeadersAndRetry(t *testing.T) {
@@ -359,6 +361,37 @@ func TestBatchOfInterleavedKeysKeepsIDOrder(t *testing.T) {
 	for _, want := range []string{"1", "3"} {
 		if ev := onlyA.nextEvent(); ev.Data != want {
 			t.Fatalf("one-key stream: got %+v, want data %s", ev, want)
+		}
+	}
+}
+
+// TestEventsTrimmedBeforeDeliveryAnnounceAGap publishes more events of one
+// key in one batch than history keeps, so the store drops some before the
+// ticker can read them. Why: a live subscriber must be told in-band (a gap
+// event) instead of silently missing them.
+func TestEventsTrimmedBeforeDeliveryAnnounceAGap(t *testing.T) {
+	st, err := store.OpenBunt(":memory:", store.Options{MaxEvents: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServerWithStore(t, st, nil)
+	sse := openSSE(t, s.addr, "/events?key=burst")
+	var evs []string
+	for i := range 10 {
+		evs = append(evs, fmt.Sprintf(`{"key":"burst","data":"%d"}`, i))
+	}
+	resp, err := http.Post(s.url("/trigger"), "application/json", strings.NewReader(`{"events":[`+strings.Join(evs, ",")+`]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	ev := sse.nextEvent()
+	if ev.Event != "gap" || !strings.Contains(ev.Data, `"keys":["burst"]`) {
+		t.Fatalf("want a gap event first, got %+v", ev)
+	}
+	for _, want := range []string{"6", "7", "8", "9"} {
+		if ev := sse.nextEvent(); ev.Data != want {
+			t.Fatalf("got %+v, want the retained event %s", ev, want)
 		}
 	}
 }

@@ -326,3 +326,22 @@ func (in *interest) remove(key string) {
 	}
 	in.mu.Unlock()
 }
+
+// announceGaps writes each key's gap event to the live streams of the key.
+func (l *loop) announceGaps(gaps map[string][]byte) {
+	for key, frame := range gaps {
+		ks := l.sets[key]
+		if ks == nil {
+			continue
+		}
+		for s := ks.head; s != nil; {
+			next := s.next
+			if c := s.c; c.pending == nil && c.phase == phaseStream {
+				l.write(c, frame)
+				l.checkOutbound(c)
+			}
+			s = next
+		}
+	}
+	l.flushCounters()
+}

@@ -32,6 +32,7 @@ type engineMetrics struct {
 	sourceFetch *metrics.Counter // pokes filled by a data source
 	sourceErr   *metrics.Counter // data source failures (plain poke sent)
 	directPokes *metrics.Counter // marker writes by other programs turned into pokes
+	feedGaps    *metrics.Counter // change-feed reads that found removed events
 }
 
 func newEngineMetrics() *engineMetrics {
@@ -50,6 +51,7 @@ func newEngineMetrics() *engineMetrics {
 	m.sourceFetch = s.NewCounter("sseloop_source_fetches_total")
 	m.sourceErr = s.NewCounter("sseloop_source_errors_total")
 	m.directPokes = s.NewCounter("sseloop_direct_pokes_total")
+	m.feedGaps = s.NewCounter("sseloop_feed_gaps_total")
 	m.tick = s.NewPrometheusHistogram("sseloop_tick_duration_seconds")
 	m.fanout = s.NewPrometheusHistogram("sseloop_fanout_duration_seconds")
 	m.storeRd = s.NewPrometheusHistogram("sseloop_store_read_duration_seconds")

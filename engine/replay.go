@@ -71,34 +71,35 @@ func (e *Engine) readReplay(ctx context.Context, keys []string, lastID uint64) (
 // is retained). It has no id field, so it does not move the client's
 // Last-Event-ID.
 func appendGap(dst []byte, keys []string, ret []store.Retention, lastID uint64) []byte {
-	var data []byte
+	var gapKeys []string
 	var oldest uint64
-	n := 0
 	for i, r := range ret {
 		if lastID >= r.Dropped {
 			continue
 		}
-		if n == 0 {
-			data = append(data, `{"keys":[`...)
-		} else {
-			data = append(data, ',')
-		}
-		n++
-		data = appendJSONString(data, keys[i])
+		gapKeys = append(gapKeys, keys[i])
 		if r.Oldest != 0 && (oldest == 0 || r.Oldest < oldest) {
 			oldest = r.Oldest
 		}
 	}
-	if n == 0 {
+	if len(gapKeys) == 0 {
 		return dst
 	}
-	data = append(data, `],"oldest":"`...)
-	data = strconv.AppendUint(data, oldest, 10)
-	data = append(data, `"}`...)
-	dst = append(dst, "event: gap\n"...)
-	dst = append(dst, "data: "...)
-	dst = append(dst, data...)
-	return append(dst, "\n\n"...)
+	return appendGapFrame(dst, gapKeys, oldest)
+}
+
+// appendGapFrame appends the "gap" event for keys.
+func appendGapFrame(dst []byte, keys []string, oldest uint64) []byte {
+	dst = append(dst, "event: gap\ndata: {\"keys\":["...)
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONString(dst, k)
+	}
+	dst = append(dst, `],"oldest":"`...)
+	dst = strconv.AppendUint(dst, oldest, 10)
+	return append(dst, "\"}\n\n"...)
 }
 
 // finishReplay writes the replay and then the live frames held meanwhile.

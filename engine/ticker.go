@@ -108,6 +108,9 @@ func (e *Engine) pollFeed(ctx context.Context, cursor uint64) (uint64, error) {
 		if len(evs) == 0 {
 			return cursor, nil
 		}
+		if hasHole(cursor, evs) {
+			e.announceDropped(ctx, cursor)
+		}
 		cursor = evs[len(evs)-1].ID
 		if b := e.encode(evs); b != nil {
 			for _, l := range *e.loops.Load() {
@@ -400,5 +403,58 @@ func (e *Engine) runWorker(ctx context.Context) {
 		case job := <-e.workQ:
 			job(ctx)
 		}
+	}
+}
+
+// hasHole reports whether evs, read after cursor, skip an id. Ids are
+// assigned one by one, so a missing id is an event that was removed
+// (history.max_events or ttl) before this node read it: its subscribers
+// here never got it live.
+func hasHole(cursor uint64, evs []store.Event) bool {
+	next := cursor + 1
+	for i := range evs {
+		if evs[i].ID != next {
+			return true
+		}
+		next++
+	}
+	return false
+}
+
+// announceDropped tells the streams whose keys lost events after cursor,
+// in-band, with the same "gap" event a replay starts with, so the app can
+// re-sync instead of silently missing data. The keys are those whose
+// retention says they dropped an event after cursor; if none does (the feed
+// itself was trimmed), every watched key is told, since a false gap is
+// harmless and a missed one is not. Streams still waiting for a replay are
+// skipped: their replay checks retention itself.
+func (e *Engine) announceDropped(ctx context.Context, cursor uint64) {
+	keys := e.interest.keys()
+	var ret []store.Retention
+	for len(keys) > len(ret) {
+		chunk := keys[len(ret):min(len(keys), len(ret)+versionChunk)]
+		r, err := e.st.Retention(ctx, chunk)
+		if err != nil {
+			e.log.Warn("events were dropped before delivery; reading retention failed", "err", err)
+			return
+		}
+		ret = append(ret, r...)
+	}
+	gaps := map[string][]byte{}
+	for pass := 0; pass < 2 && len(gaps) == 0; pass++ {
+		for i, r := range ret {
+			if pass == 1 || r.Dropped > cursor {
+				gaps[keys[i]] = appendGapFrame(nil, keys[i:i+1], r.Oldest)
+			}
+		}
+	}
+	if len(gaps) == 0 {
+		return
+	}
+	e.m.feedGaps.Inc()
+	e.log.Warn("events were removed from history before they were delivered; sending gap events",
+		"keys", len(gaps), "after_id", cursor)
+	for _, l := range *e.loops.Load() {
+		l.execute(func() { l.announceGaps(gaps) })
 	}
 }
