@@ -227,11 +227,11 @@ func TestDataSourceFetchedOncePerChange(t *testing.T) {
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fetches.Add(1)
 		if r.Header.Get("Authorization") != "Bearer app-token" {
-			http.Error(w, "no", 401)
+			http.Error(w, "no", http.StatusUnauthorized)
 			return
 		}
 		if strings.HasSuffix(r.URL.Path, "/user:broken") {
-			http.Error(w, "boom", 500)
+			http.Error(w, "boom", http.StatusInternalServerError)
 			return
 		}
 		fmt.Fprintf(w, `{"for":%q,"unread":3}`, r.Header.Get("X-Sseloop-Key"))
