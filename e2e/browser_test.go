@@ -21,7 +21,7 @@ import (
 
 // requireExternal is set by .ci/run: tests that need an external program
 // fail instead of skipping when it is missing.
-var requireExternal = os.Getenv("SSELOOP_REQUIRE_EXTERNAL") == "1"
+var requireExternal = os.Getenv("SSELOOPTEST_REQUIRE_EXTERNAL") == "1"
 
 // chromiumPath finds Debian's chromium, or skips (fails in CI).
 func chromiumPath(t *testing.T) string {
@@ -32,9 +32,9 @@ func chromiumPath(t *testing.T) string {
 		}
 	}
 	if requireExternal {
-		t.Fatal("chromium not installed (SSELOOP_REQUIRE_EXTERNAL=1): apt-get install -y chromium")
+		t.Fatal("chromium not installed (SSELOOPTEST_REQUIRE_EXTERNAL=1): apt-get install -y chromium")
 	}
-	t.Skip("chromium not installed: apt-get install -y chromium (set SSELOOP_REQUIRE_EXTERNAL=1 to fail instead)")
+	t.Skip("chromium not installed: apt-get install -y chromium (set SSELOOPTEST_REQUIRE_EXTERNAL=1 to fail instead)")
 	return ""
 }
 

@@ -64,7 +64,14 @@ func startProcess(t *testing.T, args ...string) *serverProcess {
 func startProcessEnv(t *testing.T, env []string, args ...string) *serverProcess {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"--listen", "127.0.0.1:0"}, args...)...)
-	cmd.Env = append(append(os.Environ(), childEnv+"=1"), env...)
+	// The child reads SSELOOP_* as config: pass none of the test runner's.
+	var base []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SSELOOP_") {
+			base = append(base, kv)
+		}
+	}
+	cmd.Env = append(append(base, childEnv+"=1"), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,7 @@
 // Package redistest starts throwaway redis-server processes for tests.
 //
 // Start skips the test when redis-server is not installed, unless the
-// environment sets SSELOOP_REQUIRE_EXTERNAL=1 (as .ci/run does): then it
+// environment sets SSELOOPTEST_REQUIRE_EXTERNAL=1 (as .ci/run does): then it
 // fails, so CI can never pass by skipping.
 package redistest
 
@@ -31,13 +31,13 @@ type Server struct {
 
 // Start starts redis-server on a free port, in a temporary directory,
 // without persistence unless extra arguments say otherwise. It skips the test
-// if redis-server is not installed, unless SSELOOP_REQUIRE_EXTERNAL=1.
+// if redis-server is not installed, unless SSELOOPTEST_REQUIRE_EXTERNAL=1.
 func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		if os.Getenv("SSELOOP_REQUIRE_EXTERNAL") == "1" {
-			t.Fatal("redis-server not installed (SSELOOP_REQUIRE_EXTERNAL=1)")
+		if os.Getenv("SSELOOPTEST_REQUIRE_EXTERNAL") == "1" {
+			t.Fatal("redis-server not installed (SSELOOPTEST_REQUIRE_EXTERNAL=1)")
 		}
 		t.Skip("redis-server not installed: apt-get install redis-server")
 	}
