@@ -143,13 +143,7 @@ func (l *loop) verifyThen(c *conn, tok []byte, then func(*tokenClaims, error) (k
 			l.resume(c, keep)
 		})
 	}
-	select {
-	case l.e.workQ <- job:
-		c.phase = phaseBusy
-		return true
-	default:
-		return l.badRequest(c, 503, "server busy")
-	}
+	return submit(l, c, l.e.workQ, job)
 }
 
 // async runs fn on a store worker and writes the response it returns on the
@@ -160,13 +154,7 @@ func (l *loop) async(c *conn, fn func(context.Context) ([]byte, bool)) bool {
 		resp, keep := fn(ctx)
 		l.execute(func() { l.finish(c, resp, keep) })
 	}
-	select {
-	case l.e.workQ <- job:
-		c.phase = phaseBusy
-		return true
-	default:
-		return l.badRequest(c, 503, "server busy")
-	}
+	return submit(l, c, l.e.workQ, job)
 }
 
 // validKey reports whether k is a usable subscription key: 1 to MaxKeyBytes
@@ -398,6 +386,12 @@ func (l *loop) enqueue(c *conn, job *appendJob) bool {
 	if l.e.needsFetch(job) {
 		q = l.e.fetchQ // a data source fills its pokes first
 	}
+	return submit(l, c, q, job)
+}
+
+// submit queues job for a worker goroutine and marks c busy until the answer
+// comes back, or answers 503 when the queue is full (never blocks the loop).
+func submit[T any](l *loop, c *conn, q chan T, job T) bool {
 	select {
 	case q <- job:
 		c.phase = phaseBusy
