@@ -1,6 +1,11 @@
 package engine
 
-import "testing"
+import (
+	"slices"
+	"testing"
+
+	"github.com/sseloop/sseloop/store"
+)
 
 func TestAppendFrame(t *testing.T) {
 	tests := []struct {
@@ -33,5 +38,24 @@ func TestAppendPokeEscapes(t *testing.T) {
 	want := `{"key":"a\"b\\c\u0001\ufffd","id":"12","ts":34}`
 	if got != want {
 		t.Fatalf("got %s, want %s", got, want)
+	}
+}
+
+func TestCoalescePokes(t *testing.T) {
+	evs := []store.Event{
+		{ID: 1, Key: "k"},                    // poke, superseded by 4
+		{ID: 2, Key: "k", Data: []byte("x")}, // data: kept
+		{ID: 3, Key: "k", Name: "n"},         // named poke, superseded by 5
+		{ID: 4, Key: "k"},                    // last plain poke: kept
+		{ID: 5, Key: "k", Name: "n"},         // last named poke: kept
+		{ID: 6, Key: "k", Data: []byte("y")}, // data: kept
+	}
+	got := coalescePokes(evs, []int32{0, 1, 2, 3, 4, 5})
+	var ids []uint64
+	for _, i := range got {
+		ids = append(ids, evs[i].ID)
+	}
+	if want := []uint64{2, 4, 5, 6}; !slices.Equal(ids, want) {
+		t.Fatalf("kept %v, want %v", ids, want)
 	}
 }

@@ -167,6 +167,9 @@ func (e *Engine) encode(evs []store.Event) *batch {
 	if len(keys) == 0 {
 		return nil
 	}
+	for gi := range members {
+		members[gi] = coalescePokes(evs, members[gi])
+	}
 	b := &batch{now: time.Now().UnixNano(), groups: make([]group, len(keys))}
 	var buf, poke []byte
 	n := 0
@@ -203,6 +206,37 @@ func (e *Engine) encode(evs []store.Event) *batch {
 	}
 	slices.SortFunc(b.order, func(x, y *frame) int { return cmp.Compare(x.id, y.id) })
 	return b
+}
+
+// coalescePokes drops every poke of a key that a later poke of the same key
+// and event name in the same batch supersedes: a poke only says "this key
+// changed", so a burst of pokes within one poll interval reaches each
+// subscriber once, with the newest id. Events with data never coalesce.
+// idx are the batch positions of one key's events, in id order.
+func coalescePokes(evs []store.Event, idx []int32) []int32 {
+	pokes := 0
+	for _, i := range idx {
+		if len(evs[i].Data) == 0 {
+			pokes++
+		}
+	}
+	if pokes < 2 {
+		return idx
+	}
+	var seen []string // event names with a later poke (few: usually just "")
+	keep := idx[:0:0]
+	for j := len(idx) - 1; j >= 0; j-- {
+		ev := &evs[idx[j]]
+		if len(ev.Data) == 0 {
+			if slices.Contains(seen, ev.Name) {
+				continue
+			}
+			seen = append(seen, ev.Name)
+		}
+		keep = append(keep, idx[j])
+	}
+	slices.Reverse(keep)
+	return keep
 }
 
 // appendEventFrame encodes ev, rendering a poke (empty data) as its JSON.
