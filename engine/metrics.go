@@ -80,3 +80,8 @@ func (m *engineMetrics) write(w io.Writer) {
 	m.set.WritePrometheus(w)
 	metrics.WriteProcessMetrics(w)
 }
+
+// WriteMetrics writes the engine's metrics and the process metrics in
+// Prometheus text format, as GET /metrics does. Safe for concurrent use; for
+// serving metrics on a separate listener (metrics.listen).
+func (e *Engine) WriteMetrics(w io.Writer) { e.m.write(w) }

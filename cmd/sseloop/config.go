@@ -25,6 +25,14 @@ type Config struct {
 	Store   StoreConfig   `koanf:"store"`
 	History HistoryConfig `koanf:"history"`
 	Log     LogConfig     `koanf:"log"`
+	Metrics MetricsConfig `koanf:"metrics"`
+}
+
+// MetricsConfig configures the optional separate metrics listener.
+type MetricsConfig struct {
+	// Listen, when set (e.g. "127.0.0.1:9090"), also serves GET /metrics on
+	// this address with net/http, so Prometheus can scrape an internal port.
+	Listen string `koanf:"listen"`
 }
 
 // StoreConfig selects and configures the event store.

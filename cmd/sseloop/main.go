@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sseloop/sseloop/engine"
 	"github.com/sseloop/sseloop/store"
@@ -64,6 +65,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	cfg.Engine.Logger = log
 	if cfg.Store.Driver == "redis" {
 		cfg.Engine.DirectPoll = cfg.Store.Redis.DirectPoll
+		redis.SetLogger(redisLogger{log})
 	}
 	cfg.Engine.StartupAttrs = []any{"store", cfg.Store.Driver, "path", cfg.Store.Path, "sync", cfg.Store.Sync,
 		"history_max_events", cfg.History.MaxEvents, "history_ttl", cfg.History.TTL}
@@ -101,6 +103,15 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if cfg.Metrics.Listen != "" {
+		ms, err := serveMetrics(cfg.Metrics.Listen, eng, log)
+		if err != nil {
+			_ = st.Close()
+			log.Error("metrics listener", "err", err)
+			return 1
+		}
+		defer ms.Close()
+	}
 	runErr := eng.Run(ctx)
 	if err := st.Close(); err != nil {
 		log.Error("close store", "err", err)
@@ -148,4 +159,34 @@ func checkHealth(listen string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// serveMetrics serves GET /metrics on its own listener (metrics.listen).
+func serveMetrics(addr string, eng *engine.Engine, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		eng.WriteMetrics(w)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	go func() {
+		if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+			log.Error("metrics listener", "err", err)
+		}
+	}()
+	return srv, nil
+}
+
+// redisLogger sends go-redis's own messages (e.g. "failed to dial" on every
+// call while Redis is down) to the debug log: the engine already reports
+// store failures once, with backoff, and counts them.
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
+	r.l.Debug("redis: " + fmt.Sprintf(format, v...))
 }

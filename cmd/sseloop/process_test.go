@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -177,5 +178,26 @@ func TestSyncAlwaysSurvivesKill9(t *testing.T) {
 	}
 	if strings.Join(got, ",") != strings.Join(acked, ",") {
 		t.Fatalf("after kill -9 replay has %d of %d acknowledged events\n got %v\nwant %v", len(got), len(acked), got, acked)
+	}
+}
+
+// TestMetricsOnSeparateListener scrapes metrics.listen, the internal port an
+// operator points Prometheus at.
+func TestMetricsOnSeparateListener(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	startProcess(t, "--metrics.listen", addr)
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "sseloop_connections ") || !strings.Contains(string(b), "process_resident_memory_bytes") {
+		t.Fatalf("status %d, body %.200q", resp.StatusCode, b)
 	}
 }
