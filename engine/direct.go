@@ -43,14 +43,13 @@ func (e *Engine) runDirect(ctx context.Context) {
 		keys := e.interest.keys()
 		next := make(map[string]string, len(keys))
 		var changed []string
-		var failed bool
-		for len(keys) > 0 && !failed {
+		var err error
+		for len(keys) > 0 {
 			chunk := keys[:min(len(keys), versionChunk)]
 			keys = keys[len(chunk):]
-			vals, err := vr.Versions(ctx, chunk)
-			if err != nil {
+			var vals []string
+			if vals, err = vr.Versions(ctx, chunk); err != nil {
 				e.log.Debug("direct pokes: read versions", "err", err)
-				failed = true
 				break
 			}
 			for i, k := range chunk {
@@ -61,7 +60,7 @@ func (e *Engine) runDirect(ctx context.Context) {
 				}
 			}
 		}
-		if failed {
+		if err != nil {
 			continue // keep the old baseline; retry next interval
 		}
 		known = next

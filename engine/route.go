@@ -172,11 +172,8 @@ func validKey(k []byte) bool {
 }
 
 // validEventName reports whether n can be written in an "event:" field.
-func validEventName(n []byte) bool {
-	return len(n) <= MaxKeyBytes && validKeyOrEmpty(n)
-}
-
-func validKeyOrEmpty(n []byte) bool { return len(n) == 0 || validKey(n) }
+// An empty name is the default "message"; otherwise the key rules apply.
+func validEventName(n []byte) bool { return len(n) == 0 || validKey(n) }
 
 // appendKey decodes one raw key into l.keys, dropping duplicates. It reports
 // false for a key that is invalid.

@@ -474,12 +474,11 @@ func (e *Engine) announceDropped(ctx context.Context, cursor uint64) {
 		}
 		ret = append(ret, r...)
 	}
+	explained := slices.ContainsFunc(ret, func(r store.Retention) bool { return r.Dropped > cursor })
 	gaps := map[string][]byte{}
-	for pass := 0; pass < 2 && len(gaps) == 0; pass++ {
-		for i, r := range ret {
-			if pass == 1 || r.Dropped > cursor {
-				gaps[keys[i]] = appendGapFrame(nil, keys[i:i+1], r.Oldest)
-			}
+	for i, r := range ret {
+		if !explained || r.Dropped > cursor {
+			gaps[keys[i]] = appendGapFrame(nil, keys[i:i+1], r.Oldest)
 		}
 	}
 	if len(gaps) == 0 {
