@@ -14,47 +14,24 @@ type engineMetrics struct {
 	set *metrics.Set
 
 	conns atomic.Int64 // open connections (also the max_conns check)
-	subs  atomic.Int64 // open streams
 
-	accepted    *metrics.Counter
-	published   *metrics.Counter
-	delivered   *metrics.Counter
-	bytes       *metrics.Counter
-	heartbeats  *metrics.Counter
-	slowEvicted *metrics.Counter
-	authFail    *metrics.Counter
-
-	tick     *metrics.PrometheusHistogram
-	fanout   *metrics.PrometheusHistogram
-	storeRd  *metrics.PrometheusHistogram
-	storeErr *metrics.Counter
+	accepted *metrics.Counter
+	authFail *metrics.Counter
 
 	sourceFetch *metrics.Counter // pokes filled by a data source
 	sourceErr   *metrics.Counter // data source failures (plain poke sent)
-	directPokes *metrics.Counter // marker writes by other programs turned into pokes
-	feedGaps    *metrics.Counter // change-feed reads that found removed events
 }
 
 func newEngineMetrics() *engineMetrics {
 	s := metrics.NewSet()
 	m := &engineMetrics{set: s}
 	s.NewGauge("sseloop_connections", func() float64 { return float64(m.conns.Load()) })
-	s.NewGauge("sseloop_subscriptions", func() float64 { return float64(m.subs.Load()) })
 	m.accepted = s.NewCounter("sseloop_connections_accepted_total")
-	m.published = s.NewCounter("sseloop_events_published_total")
-	m.delivered = s.NewCounter("sseloop_events_delivered_total")
-	m.bytes = s.NewCounter("sseloop_bytes_written_total")
-	m.heartbeats = s.NewCounter("sseloop_heartbeats_total")
-	m.slowEvicted = s.NewCounter("sseloop_slow_consumers_evicted_total")
 	m.authFail = s.NewCounter("sseloop_auth_failures_total")
-	m.storeErr = s.NewCounter("sseloop_store_errors_total")
 	m.sourceFetch = s.NewCounter("sseloop_source_fetches_total")
 	m.sourceErr = s.NewCounter("sseloop_source_errors_total")
-	m.directPokes = s.NewCounter("sseloop_direct_pokes_total")
-	m.feedGaps = s.NewCounter("sseloop_feed_gaps_total")
-	m.tick = s.NewPrometheusHistogram("sseloop_tick_duration_seconds")
-	m.fanout = s.NewPrometheusHistogram("sseloop_fanout_duration_seconds")
-	m.storeRd = s.NewPrometheusHistogram("sseloop_store_read_duration_seconds")
+	// The delivery metrics (subscriptions, events, bytes, heartbeats,
+	// evictions, store and feed) are the hub's, registered in this set.
 	return m
 }
 

@@ -1,0 +1,82 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/sseloop/sseloop/store"
+)
+
+// inlineExec runs tasks at once on the caller, so a benchmark measures the
+// feed reader's own work without scheduling.
+type inlineExec struct{}
+
+func (inlineExec) Execute(fn func()) { fn() }
+
+// BenchmarkFeed measures one feed pass (one change-feed read, encoding, and
+// the fan-out handed to two loops with one subscriber each) with many
+// watched keys and 0, 1 or 100 new events. Its cost must grow with new
+// events only, never with watched keys.
+func BenchmarkFeed(b *testing.B) {
+	for _, nkeys := range []int{1, 1000, 100000} {
+		for _, fresh := range []int{0, 1, 100} {
+			b.Run(fmt.Sprintf("keys=%d/new=%d", nkeys, fresh), func(b *testing.B) {
+				st, err := store.OpenBunt(":memory:", store.Options{SweepInterval: -1})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer st.Close()
+				h, err := New(Config{Tick: time.Second, Poll: time.Second, Heartbeat: time.Hour, MaxOutboundBytes: 1 << 30,
+					Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, st)
+				if err != nil {
+					b.Fatal(err)
+				}
+				// Two loops, each with its own subscriber of user:0.
+				for range 2 {
+					l := h.NewLoop(inlineExec{})
+					s := &Stream{}
+					s.Init(&fakeConn{autoRead: true}, l, func() {}, time.Hour)
+					l.Open(s, Subscription{Keys: keys("user:0")})
+				}
+				ctx := context.Background()
+				evs := make([]store.Event, 0, 1000)
+				for i := range nkeys {
+					k := fmt.Sprintf("user:%d", i)
+					evs = append(evs, store.Event{Key: k, Data: []byte("x")})
+					h.interest.add(k) // every key is watched
+					if len(evs) == cap(evs) || i == nkeys-1 {
+						if err := st.Append(ctx, evs); err != nil {
+							b.Fatal(err)
+						}
+						evs = evs[:0]
+					}
+				}
+				batch := make([]store.Event, fresh)
+				for i := range batch {
+					batch[i] = store.Event{Key: fmt.Sprintf("user:%d", i%nkeys), Data: []byte(`{"unread":3}`)}
+				}
+				cursor, _ := st.LastID(ctx)
+				b.ReportAllocs()
+				for b.Loop() {
+					if fresh > 0 {
+						b.StopTimer()
+						for i := range batch {
+							batch[i].ID = 0
+						}
+						if err := st.Append(ctx, batch); err != nil {
+							b.Fatal(err)
+						}
+						b.StartTimer()
+					}
+					if cursor, err = h.pollFeed(ctx, cursor); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
