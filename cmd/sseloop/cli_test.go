@@ -344,3 +344,23 @@ func TestReadmeConfigTableMatchesOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestHealthcheckFollowsEnvListen(t *testing.T) {
+	// Why: the container HEALTHCHECK runs `sseloop healthcheck` with the
+	// image's environment; an address set with SSELOOP_LISTEN must be the
+	// one it probes, not the default :8080.
+	p := startProcess(t)
+	var errb bytes.Buffer
+	if code := run([]string{"healthcheck"}, []string{"SSELOOP_LISTEN=" + p.addr}, io.Discard, &errb); code != 0 {
+		t.Fatalf("healthcheck of %s: exit %d: %s", p.addr, code, errb.String())
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	if code := run([]string{"healthcheck"}, []string{"SSELOOP_LISTEN=" + closed}, io.Discard, io.Discard); code != 1 {
+		t.Fatalf("healthcheck of a closed port: exit %d, want 1", code)
+	}
+}
