@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -77,7 +76,7 @@ func TestBrowserHTTP1StallsAtSix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if state != fmt.Sprint("[6,6,4]") {
+	if state != "[6,6,4]" {
 		t.Fatalf("open, received, still connecting = %s, want [6,6,4]", state)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -400,20 +401,6 @@ func (s *stream) expect(t *testing.T, want string) {
 	}
 }
 
-func status(t *testing.T, method, url string, header ...string) int {
-	t.Helper()
-	req, _ := http.NewRequest(method, url, nil)
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 func post(t *testing.T, url, data string, header ...string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", url, strings.NewReader(data))
@@ -445,20 +432,12 @@ func runScript(t *testing.T, env []string, prog, ext, script string) (string, in
 	code := 0
 	if err != nil {
 		var ee *exec.ExitError
-		if !errorsAs(err, &ee) {
+		if !errors.As(err, &ee) {
 			t.Fatalf("%s: %v", prog, err)
 		}
 		code = ee.ExitCode()
 	}
 	return string(out), code
-}
-
-func errorsAs(err error, target **exec.ExitError) bool {
-	e, ok := err.(*exec.ExitError)
-	if ok {
-		*target = e
-	}
-	return ok
 }
 
 // hs256 signs claims with secret, as an app would.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sseloop/sseloop/engine"
 	"github.com/sseloop/sseloop/internal/option"
+	"github.com/sseloop/sseloop/internal/redistest"
 )
 
 const exampleConfig = "../../configs/sseloop.yaml"
@@ -362,5 +363,15 @@ func TestHealthcheckFollowsEnvListen(t *testing.T) {
 	l.Close()
 	if code := run([]string{"healthcheck"}, []string{"SSELOOP_LISTEN=" + closed}, io.Discard, io.Discard); code != 1 {
 		t.Fatalf("healthcheck of a closed port: exit %d, want 1", code)
+	}
+}
+
+func TestStartupLineShowsRedisAddress(t *testing.T) {
+	// Why: with the Redis store the start-up line printed
+	// path=:memory: sync=everysecond, settings that do not apply.
+	srv := redistest.Start(t)
+	p := startProcess(t, "--store.driver", "redis", "--store.redis.addr", srv.Addr())
+	if !strings.Contains(p.line, "store=redis addr="+srv.Addr()) || strings.Contains(p.line, "path=") || strings.Contains(p.line, "sync=") {
+		t.Fatalf("start-up line %q", p.line)
 	}
 }
