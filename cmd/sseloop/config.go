@@ -83,7 +83,7 @@ var cmdOptions = []option.Option{
 	{Key: "store.sync", Default: "everysecond", Help: "buntdb file: always (fsync every trigger), everysecond or never"},
 	{Key: "store.redis.addr", Default: "127.0.0.1:6379", Help: "redis: host:port of the server"},
 	{Key: "store.redis.password", Default: "", ZeroAllowed: true, Help: `redis: AUTH password (secret); "" = none`},
-	{Key: "store.redis.db", Default: 0, Unit: "number", ZeroAllowed: true, Help: "redis: database number (SELECT)"},
+	{Key: "store.redis.db", Default: 0, ZeroAllowed: true, Help: "redis: database number (SELECT)"},
 	{Key: "store.redis.prefix", Default: "sseloop:", Help: "redis: prefix of every key sseloop uses"},
 	{Key: "store.redis.feed_len", Default: 100000, Unit: "entries", Help: "redis: approximate bound of the shared change feed"},
 	{Key: "store.redis.direct_poll", Default: time.Second, ZeroAllowed: true, Help: "redis: how often watched keys' markers are read (direct pokes); 0 = off"},
@@ -269,8 +269,28 @@ func splitList(s string) []string {
 // k8sServiceLink matches, after SSELOOP_, the variables Kubernetes injects
 // into every pod for a Service named "sseloop" (docker links use the same
 // names): SSELOOP_SERVICE_HOST, SSELOOP_SERVICE_PORT[_<NAME>], SSELOOP_PORT,
-// SSELOOP_PORT_8080_TCP[_PROTO|_PORT|_ADDR].
-var k8sServiceLink = regexp.MustCompile(`^(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$`)
+// SSELOOP_PORT_8080_TCP[_PROTO|_PORT|_ADDR]; and the same for a Service
+// whose name starts with "sseloop-" (SSELOOP_REDIS_SERVICE_HOST for
+// "sseloop-redis"). Config keys nest with "__", which Kubernetes never
+// writes, so a variable with "__" is never taken for a service link.
+var k8sServiceLink = regexp.MustCompile(`^([A-Z0-9]+(_[A-Z0-9]+)*_)?(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT|PORT_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)$`)
+
+// isServiceLink reports whether the variable SSELOOP_<rest>=v is one that
+// Kubernetes injects. The bare <NAME>_PORT form must also have the value
+// Kubernetes gives it (tcp://10.96.0.12:8080), so that a typo such as
+// SSELOOP_LISTEN_PORT=8080 is still an error.
+func isServiceLink(rest, v string) bool {
+	if strings.Contains(rest, "__") || !k8sServiceLink.MatchString(rest) {
+		return false
+	}
+	bare := rest == "PORT" || strings.HasSuffix(rest, "_PORT") &&
+		!strings.HasSuffix(rest, "SERVICE_PORT") && !strings.HasSuffix(rest, "TCP_PORT") &&
+		!strings.HasSuffix(rest, "UDP_PORT") && !strings.HasSuffix(rest, "SCTP_PORT")
+	if bare {
+		return strings.HasPrefix(v, "tcp://") || strings.HasPrefix(v, "udp://") || strings.HasPrefix(v, "sctp://")
+	}
+	return true
+}
 
 // loadEnv sets every SSELOOP_ variable of environ in k, converted to its
 // key's type. A variable naming no key is an error that names it, unless it
@@ -285,7 +305,7 @@ func loadEnv(k *koanf.Koanf, byKey map[string]option.Option, environ []string) (
 		key := strings.ReplaceAll(strings.ToLower(rest), "__", ".")
 		o, known := byKey[key]
 		if !known {
-			if k8sServiceLink.MatchString(rest) {
+			if isServiceLink(rest, v) {
 				ignored = append(ignored, name)
 				continue
 			}
