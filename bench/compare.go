@@ -310,10 +310,17 @@ func WriteTable(w io.Writer, results []*Result) {
 		}
 	}
 	tw.write(w)
+	fmt.Fprintln(w, ratioNote)
 	writeNotes(w, results)
 }
 
-// writeNotes prints errors and server output worth a look.
+// ratioNote explains the ratio column under the comparison table.
+const ratioNote = "ratio = sseloop / baseline: below 1 means sseloop needed less (latency, CPU, memory), " +
+	"which is better; for deliveries/s, above 1 is better."
+
+// writeNotes prints errors, and the server's own output only when the run
+// shows a failure (errors, lost or duplicate events, dropped streams):
+// start-up warnings of a healthy run are not news.
 func writeNotes(w io.Writer, results []*Result) {
 	for _, r := range results {
 		var notes []string
@@ -334,7 +341,8 @@ func writeNotes(w io.Writer, results []*Result) {
 		if len(notes) > 0 {
 			fmt.Fprintf(w, "note: %s %s: %s\n", r.Server, r.Scenario, strings.Join(notes, "; "))
 		}
-		if r.ServerLog != "" {
+		failed := len(notes) > 0 || r.Lost > 0 || r.Duplicates > 0 || r.DroppedStreams > 0 || r.Connected < r.Conns
+		if r.ServerLog != "" && failed {
 			log := r.ServerLog
 			if len(log) > 600 {
 				log = "..." + log[len(log)-600:]

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"io"
 	"strconv"
 	"sync/atomic"
@@ -51,11 +52,77 @@ func (m *engineMetrics) httpError(code int) {
 	m.set.GetOrCreateCounter(`sseloop_http_errors_total{code="` + strconv.Itoa(code) + `"}`).Inc()
 }
 
+// metricsContentType is the Prometheus text exposition format, version 0.0.4.
+const metricsContentType = "text/plain; version=0.0.4; charset=utf-8"
+
+func init() {
+	// Prometheus exporters write "# HELP" and "# TYPE" before each family;
+	// VictoriaMetrics/metrics does only when asked (process-wide).
+	metrics.ExposeMetadata(true)
+}
+
+// metricHelp is the "# HELP" text of each family this package writes (and
+// of the file-descriptor gauges): VictoriaMetrics/metrics writes the HELP
+// line without text, write fills it in. TestMetricsHaveHelpAndType keeps it
+// complete.
+var metricHelp = map[string]string{
+	"sseloop_connections":                  "Open client connections.",
+	"sseloop_subscriptions":                "Open event streams.",
+	"sseloop_keys_active":                  "Distinct keys with at least one subscriber in this process.",
+	"sseloop_connections_accepted_total":   "Connections accepted.",
+	"sseloop_connections_closed_total":     "Connections closed, by reason.",
+	"sseloop_events_published_total":       "Events read from the store's change feed.",
+	"sseloop_events_delivered_total":       "Event frames written to streams.",
+	"sseloop_bytes_written_total":          "Bytes written to streams.",
+	"sseloop_heartbeats_total":             "Heartbeat comments written to silent streams.",
+	"sseloop_slow_consumers_evicted_total": "Streams closed because their unsent bytes passed limits.max_outbound_bytes.",
+	"sseloop_auth_failures_total":          "Requests refused for a missing, invalid or expired token or publish key.",
+	"sseloop_store_errors_total":           "Failed store operations.",
+	"sseloop_source_fetches_total":         "Pokes whose data came from a configured source.",
+	"sseloop_source_errors_total":          "Source fetches that failed (the plain poke was sent).",
+	"sseloop_direct_pokes_total":           "Marker writes by other programs turned into pokes.",
+	"sseloop_feed_gaps_total":              "Change-feed reads that found events already removed.",
+	"sseloop_limit_exceeded_total":         "Requests or connections refused by a limit, by the limits.<key>.",
+	"sseloop_http_errors_total":            "Error responses, by status code.",
+	"sseloop_tick_duration_seconds":        "Time of one ticker run (feed read, encode, hand-off to the loops).",
+	"sseloop_fanout_duration_seconds":      "Time one loop takes to write a batch of frames to its streams.",
+	"sseloop_store_read_duration_seconds":  "Time of one change-feed read from the store.",
+	"process_open_fds":                     "Open file descriptors.",
+	"process_max_fds":                      "Limit on open file descriptors (ulimit -n).",
+}
+
 // write writes the engine's metrics and the process metrics (memory, CPU,
-// open files) in Prometheus text format.
+// open files) in Prometheus text format, with HELP and TYPE lines.
 func (m *engineMetrics) write(w io.Writer) {
-	m.set.WritePrometheus(w)
-	metrics.WriteProcessMetrics(w)
+	var b bytes.Buffer
+	m.set.WritePrometheus(&b)
+	metrics.WriteProcessMetrics(&b)
+	metrics.WriteFDMetrics(&b)
+	_, _ = w.Write(addHelp(b.Bytes()))
+}
+
+// addHelp appends metricHelp's text to the empty "# HELP name" lines of a
+// Prometheus text exposition.
+func addHelp(in []byte) []byte {
+	out := make([]byte, 0, len(in)+len(in)/8)
+	for len(in) > 0 {
+		line := in
+		if i := bytes.IndexByte(in, '\n'); i >= 0 {
+			line = in[:i+1]
+		}
+		in = in[len(line):]
+		name, ok := bytes.CutPrefix(bytes.TrimSuffix(line, []byte("\n")), []byte("# HELP "))
+		if help := metricHelp[string(name)]; ok && help != "" {
+			out = append(out, "# HELP "...)
+			out = append(out, name...)
+			out = append(out, ' ')
+			out = append(out, help...)
+			out = append(out, '\n')
+			continue
+		}
+		out = append(out, line...)
+	}
+	return out
 }
 
 // WriteMetrics writes the engine's metrics and the process metrics in

@@ -65,15 +65,20 @@ func (l *loop) route(c *conn, req *httpparse.Request, body []byte) (keep bool) {
 			}
 			return appendResponse(nil, 200, textPlain, []byte("ready\n"), ka, h10), ka
 		})
-	case string(path) == "/metrics":
-		if !get {
-			return l.methodNotAllowed(c, "GET")
+	case string(path) == "/metrics" && !l.e.cfg.NoPublicMetrics:
+		head := string(req.Method) == "HEAD"
+		if !get && !head {
+			return l.methodNotAllowed(c, "GET, HEAD")
 		}
 		ka, h10 := req.KeepAlive, req.ProtoMinor == 0
 		return l.async(c, func(context.Context) ([]byte, bool) {
 			var b bytes.Buffer
 			l.e.m.write(&b)
-			return appendResponse(nil, 200, "text/plain; version=0.0.4; charset=utf-8", b.Bytes(), ka, h10), ka
+			resp := appendResponse(nil, 200, metricsContentType, b.Bytes(), ka, h10)
+			if head {
+				resp = resp[:len(resp)-b.Len()]
+			}
+			return resp, ka
 		})
 	}
 	l.e.m.httpError(404)

@@ -78,10 +78,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return nil
 		})
 		jsonFile := fs.String("json", "", "write the result as JSON to this file")
+		progress := progressFlag(fs)
 		if fs.Parse(args[1:]) != nil {
 			return 2
 		}
-		cfg.Progress, cfg.Stderr = stderr, stderr
+		cfg.Progress, cfg.Stderr = progressWriter(*progress, stderr), stderr
 		var res *bench.Result
 		res, err = bench.Run(ctx, cfg)
 		if err == nil {
@@ -99,11 +100,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&cfg.JSON, "json", "", "write the results as JSON to this file")
 		fs.StringVar(&cfg.Chart, "chart", "", "write an SVG chart to this file")
 		fs.StringVar(&cfg.SseloopBin, "sseloop", "", "sseloop binary (default: go build ./cmd/sseloop)")
+		progress := progressFlag(fs)
 		if fs.Parse(args[1:]) != nil {
 			return 2
 		}
 		cfg.Scenarios = strings.Split(*scen, ",")
-		cfg.Out, cfg.Run.Progress, cfg.Run.Stderr = stdout, stderr, stderr
+		cfg.Out, cfg.Run.Progress, cfg.Run.Stderr = stdout, progressWriter(*progress, stderr), stderr
 		_, err = bench.Compare(ctx, cfg)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
@@ -133,4 +135,31 @@ func runFlags(fs *flag.FlagSet, c *bench.RunConfig) {
 	fs.IntVar(&c.Procs, "procs", 0, "worker processes (0 = automatic: one per 18,000 connections, in process below)")
 	fs.IntVar(&c.Inflight, "inflight", 0, "connection attempts in flight per worker (default 256)")
 	fs.IntVar(&c.Senders, "senders", 0, "concurrent trigger senders (default 16)")
+}
+
+// progressFlag registers -progress. Without it, progress bars are drawn only
+// when stderr is a terminal, so that logs and CI output do not fill with
+// carriage-return redraws.
+func progressFlag(fs *flag.FlagSet) *bool {
+	return fs.Bool("progress", false, "draw progress bars even when stderr is not a terminal")
+}
+
+// progressWriter returns where progress bars go: stderr when forced or a
+// terminal, else nil (none).
+func progressWriter(force bool, stderr io.Writer) io.Writer {
+	if force || isTerminal(stderr) {
+		return stderr
+	}
+	return nil
+}
+
+// isTerminal reports whether w is a character device such as a tty (not a
+// file, pipe or socket).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
