@@ -74,11 +74,8 @@ func (l *loop) route(c *conn, req *httpparse.Request, body []byte) (keep bool) {
 		return l.async(c, func(context.Context) ([]byte, bool) {
 			var b bytes.Buffer
 			l.e.m.write(&b)
-			resp := appendResponse(nil, 200, metricsContentType, b.Bytes(), ka, h10)
-			if head {
-				resp = resp[:len(resp)-b.Len()]
-			}
-			return resp, ka
+			r := response{status: 200, ctype: metricsContentType, body: b.Bytes(), keepAlive: ka, http10: h10, omitBody: head}
+			return r.appendTo(nil), ka
 		})
 	}
 	l.e.m.httpError(404)
