@@ -9,6 +9,26 @@
 //
 // Ids are global: one id space across all keys, strictly increasing, never
 // reused, so a Last-Event-ID is exact for a stream that watches several keys.
+//
+// # Incarnations
+//
+// A store's state can vanish: an in-memory store is new at every start, a
+// buntdb file can be deleted or replaced, a Redis can be flushed, restarted
+// without persistence or have its keys evicted. Each such start of an id
+// counter is an incarnation. Its first id is max(last+1, unix_ms*1000) where
+// last is the highest id the store (or, for Redis, this process) knows of and
+// unix_ms is [Options.Now]: ids stay ahead of every earlier incarnation's as
+// long as those handed out fewer than 1,000 ids per millisecond on average,
+// and below [MaxID] (2^53-1, so JavaScript holds them exactly) until the year
+// 2255. Within an incarnation ids are contiguous: Append hands out last+1,
+// last+2, ... (MaxEvents and TTL remove events, never ids).
+//
+// [HeadReader.Head] tells the engine which incarnation it is reading: its
+// Epoch changes only when the counter restarted. A new incarnation forgets
+// the history before it: Retention reports Dropped >= Epoch-1 for every key,
+// so a client resuming from an older id is told about the gap. After with an
+// afterID above LastID returns [ErrCursorAhead]: the caller's cursor belongs
+// to an incarnation that is gone.
 // History is bounded per key by [Options.MaxEvents] and [Options.TTL];
 // [Retention] tells a resuming client whether it missed events that are no
 // longer retained.
@@ -141,7 +161,10 @@ type Retention struct {
 	Dropped uint64 // highest id of an event of this key that was removed by MaxEvents or TTL; 0 if none
 	// A client resuming after id X has missed events of this key iff X < Dropped.
 	// Dropped may be higher than the truth (a false gap, e.g. for a key whose
-	// history was forgotten, or after an unclean shutdown), never lower.
+	// history was forgotten, after a new incarnation, or after an unclean
+	// shutdown that may have lost acknowledged events), never lower. An
+	// unclean shutdown that lost nothing acknowledged (buntdb with SyncAlways)
+	// raises nothing.
 }
 
 // Store is the event log plus per-key history. All methods are safe for
@@ -154,7 +177,9 @@ type Store interface {
 	// After is the change feed: up to limit events with ID > afterID, ascending by ID, across all
 	// keys. Its cost grows with the number of events returned, never with the number of keys
 	// or the history size; when nothing is new it takes no lock and allocates nothing (it is
-	// called every 10-100 ms). limit <= 0 returns nothing.
+	// called every 10-100 ms). limit <= 0 returns nothing. An afterID above LastID
+	// returns an error wrapping ErrCursorAhead (the store was wiped or replaced
+	// since the caller read afterID; see Incarnations in the package doc).
 	After(ctx context.Context, afterID uint64, limit int) ([]Event, error)
 	// Replay returns up to limit retained events of the given keys with ID > afterID, ascending by
 	// ID (merged across keys, no duplicates if a key is listed twice).
@@ -167,6 +192,40 @@ type Store interface {
 	Ping(ctx context.Context) error
 	// Close flushes and closes; other methods then return ErrClosed.
 	Close() error
+}
+
+// MaxID bounds every id (2^53-1): JavaScript numbers hold ids exactly.
+// Append fails rather than hand out a larger one.
+const MaxID = 1<<53 - 1
+
+// Head is where a store's id counter stands.
+type Head struct {
+	// Epoch identifies the current incarnation (see the package doc): the
+	// first id it hands out. It changes only when the id counter restarted;
+	// ids of the incarnation are >= Epoch, ids of earlier ones < Epoch. 0 means
+	// no incarnation yet (a wiped Redis before the next Append).
+	Epoch uint64
+	// LastID is as Store.LastID: 0 or >= Epoch-1.
+	LastID uint64
+}
+
+// HeadReader is implemented by every store of this package. An engine that
+// outlives its store's state (a node on a shared Redis) reads Head every poll
+// or so: a new Epoch means the state it read before is gone; it announces a
+// gap to its streams and reads the feed on from Epoch-1 (or from its cursor if
+// higher). Epoch and LastID are read together, atomically.
+type HeadReader interface {
+	Head(ctx context.Context) (Head, error)
+}
+
+// idBase returns the first id of an incarnation that starts at now and knows
+// ids up to last: max(last+1, unix_ms*1000).
+func idBase(now time.Time, last uint64) uint64 {
+	ms := now.UnixMilli()
+	if ms < 0 {
+		ms = 0
+	}
+	return max(last+1, uint64(ms)*1000)
 }
 
 // Sweeper is implemented by stores that remove expired events in the
@@ -210,6 +269,12 @@ var (
 	// ErrLocked means another Store (in this process or another) has the
 	// file open: buntdb files cannot be shared.
 	ErrLocked = errors.New("store: file in use")
+	// ErrCursorAhead is returned (wrapped) by After for an afterID above the
+	// store's LastID: the store lost the events up to afterID (a new
+	// incarnation, see the package doc). Read Head and restart the cursor.
+	ErrCursorAhead = errors.New("store: cursor ahead of the last id (store wiped or replaced)")
+	// ErrIDSpace is returned by Append when the ids would pass MaxID.
+	ErrIDSpace = errors.New("store: ids would pass 2^53-1")
 	// ErrUnknownDriver is returned by Open for a driver it does not know.
 	ErrUnknownDriver = errors.New("store: unknown driver")
 	// ErrBadSyncPolicy is returned by ParseSync for an unknown name.

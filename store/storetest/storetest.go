@@ -206,10 +206,26 @@ func filterKeys(evs []store.Event, keys ...string) []store.Event {
 	return out
 }
 
+// emptyLastID is the LastID of a store that handed out no id: the one before
+// its epoch (0 when it has none yet, as a fresh Redis).
+func emptyLastID(t *testing.T, st store.Store) uint64 {
+	t.Helper()
+	hr, ok := st.(store.HeadReader)
+	if !ok {
+		return 0
+	}
+	h, err := hr.Head(ctx)
+	if err != nil {
+		t.Fatalf("Head: %v", err)
+	}
+	return max(h.Epoch, 1) - 1
+}
+
 func (s suite) testEmpty(t *testing.T) {
 	st, _ := s.newStore(t, store.Options{})
-	if id := lastID(t, st); id != 0 {
-		t.Errorf("LastID = %d, want 0", id)
+	empty := emptyLastID(t, st)
+	if id := lastID(t, st); id != empty {
+		t.Errorf("LastID = %d, want %d", id, empty)
 	}
 	if evs := after(t, st, 0, 10); len(evs) != 0 {
 		t.Errorf("After = %v, want none", evs)
@@ -226,8 +242,14 @@ func (s suite) testEmpty(t *testing.T) {
 	if err := st.Append(ctx, nil); err != nil {
 		t.Errorf("Append(nil): %v", err)
 	}
-	if id := lastID(t, st); id != 0 {
-		t.Errorf("LastID after empty Append = %d, want 0", id)
+	if id := lastID(t, st); id != empty {
+		t.Errorf("LastID after empty Append = %d, want %d", id, empty)
+	}
+	if evs, err := st.After(ctx, empty+1, 10); !errors.Is(err, store.ErrCursorAhead) || len(evs) != 0 {
+		t.Errorf("After(LastID+1) = %v, %v; want ErrCursorAhead", evs, err)
+	}
+	if e := appendOne(t, st, "a", "x"); e.ID != empty+1 && empty != 0 {
+		t.Errorf("first id %d, want LastID+1 = %d", e.ID, empty+1)
 	}
 }
 
@@ -334,13 +356,16 @@ func (s suite) testAfter(t *testing.T) {
 		{"next_page", all[2].ID, 3, all[3:6]},
 		{"middle", all[4].ID, 100, all[5:]},
 		{"caught_up", last, 100, nil},
-		{"beyond_last", last + 100, 100, nil},
 		{"limit_zero", 0, 0, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			wantEvents(t, "After", after(t, st, tt.afterID, tt.limit), tt.want)
 		})
+	}
+	// An afterID above LastID is a cursor from a store state that is gone.
+	if evs, err := st.After(ctx, last+100, 100); !errors.Is(err, store.ErrCursorAhead) || len(evs) != 0 {
+		t.Errorf("After(LastID+100) = %v, %v; want ErrCursorAhead", evs, err)
 	}
 	// Paging through with a small limit yields everything exactly once.
 	var paged []store.Event
