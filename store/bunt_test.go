@@ -36,6 +36,37 @@ func TestBuntContract(t *testing.T) {
 	}
 }
 
+// A memory store restarts empty, a file is deleted: new incarnations.
+func TestBuntIncarnations(t *testing.T) {
+	t.Run("memory", func(t *testing.T) {
+		storetest.RunIncarnations(t, func(t *testing.T, opts store.Options) store.Store {
+			return openBunt(t, ":memory:", opts)
+		}, func(t *testing.T, st store.Store, opts store.Options) store.Store {
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return openBunt(t, ":memory:", opts)
+		})
+	})
+	t.Run("file_deleted", func(t *testing.T) {
+		paths := map[store.Store]string{}
+		storetest.RunIncarnations(t, func(t *testing.T, opts store.Options) store.Store {
+			path := filepath.Join(t.TempDir(), "events.db")
+			b := openBunt(t, path, opts)
+			paths[b] = path
+			return b
+		}, func(t *testing.T, st store.Store, opts store.Options) store.Store {
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(paths[st]); err != nil {
+				t.Fatal(err)
+			}
+			return openBunt(t, paths[st], opts)
+		})
+	})
+}
+
 func openBunt(t *testing.T, path string, opts store.Options) *store.Bunt {
 	t.Helper()
 	b, err := store.OpenBunt(path, opts)

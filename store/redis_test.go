@@ -42,6 +42,21 @@ func TestRedisContract(t *testing.T) {
 	})
 }
 
+// FLUSHALL under a running node (the same Redis store) starts a new
+// incarnation.
+func TestRedisIncarnations(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	storetest.RunIncarnations(t, func(t *testing.T, opts store.Options) store.Store {
+		return openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: newPrefix()}, opts)
+	}, func(t *testing.T, st store.Store, opts store.Options) store.Store {
+		if err := c.FlushAll(bg).Err(); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	})
+}
+
 func TestRedisOpen(t *testing.T) {
 	srv := redistest.Start(t)
 	s, err := store.Open(store.Config{Driver: "redis", Redis: store.RedisConfig{Addr: srv.Addr(), Prefix: newPrefix()}})
@@ -137,8 +152,8 @@ func TestRedisConcurrentNodes(t *testing.T) {
 			t.Fatalf("feed event %d = {%d %s %s}, appended {%d %s %s}", i,
 				fed[i].ID, fed[i].Key, fed[i].Data, added[i].ID, added[i].Key, added[i].Data)
 		}
-		if added[i].ID != uint64(i+1) {
-			t.Fatalf("ids have a hole: %d at %d", added[i].ID, i)
+		if i > 0 && added[i].ID != added[i-1].ID+1 {
+			t.Fatalf("ids have a hole: %d after %d", added[i].ID, added[i-1].ID)
 		}
 		if i > 0 && added[i].Time < added[i-1].Time {
 			t.Fatalf("time went back: %d then %d", added[i-1].Time, added[i].Time)
@@ -156,27 +171,43 @@ func cmpU64(a, b uint64) int {
 	return 0
 }
 
+// Versions reads the application's keys under the watch prefix and nothing
+// else; sseloop never writes them.
 func TestRedisVersions(t *testing.T) {
 	srv := redistest.Start(t)
-	prefix := newPrefix()
-	r := openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: prefix}, store.Options{})
+	prefix, watch := newPrefix(), "cake_"+newPrefix()
+	r := openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: prefix, WatchPrefix: watch}, store.Options{})
 	c := srv.Client(t)
 
 	if v, err := r.Versions(bg, nil); err != nil || len(v) != 0 {
 		t.Errorf("Versions(nil) = %q, %v", v, err)
 	}
-	evs := mustAppend(t, r, "a", "b", "a")
-	// Another program (a PHP app's cache) writes c's marker.
-	if err := c.Set(bg, prefix+"c", "1767225600.123", 0).Err(); err != nil {
+	// The app's cache writes c; sseloop appends to a and b.
+	if err := c.Set(bg, watch+"c", "1767225600.123", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := r.Versions(bg, []string{"a", "b", "c", "none", "a"})
+	mustAppend(t, r, "a", "b", "a", "c")
+	got, err := r.Versions(bg, []string{"a", "b", "c", "none", "c"})
 	if err != nil {
 		t.Fatalf("Versions: %v", err)
 	}
-	want := []string{fmt.Sprint(evs[2].ID), fmt.Sprint(evs[1].ID), "1767225600.123", "", fmt.Sprint(evs[2].ID)}
+	want := []string{"", "", "1767225600.123", "", "1767225600.123"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Versions = %q, want %q", got, want)
+	}
+	if keys, err := c.Keys(bg, watch+"*").Result(); err != nil || !slices.Equal(keys, []string{watch + "c"}) {
+		t.Errorf("keys under the watch prefix: %q, %v; want only the app's", keys, err)
+	}
+
+	// Without a watch prefix Versions asks Redis nothing.
+	off := openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: prefix}, store.Options{})
+	if got, err := off.Versions(bg, []string{"c"}); err != nil || got[0] != "" {
+		t.Errorf("Versions without a watch prefix = %q, %v", got, err)
+	}
+	for _, bad := range [][2]string{{"cake_", "cake_"}, {"cake_sseloop:", "cake_"}, {"sse", "sseloop:"}} {
+		if _, err := store.OpenRedis(store.RedisConfig{Addr: srv.Addr(), Prefix: bad[0], WatchPrefix: bad[1]}, store.Options{}); !errors.Is(err, store.ErrBadOptions) {
+			t.Errorf("OpenRedis(prefix %q, watch %q) = %v, want ErrBadOptions", bad[0], bad[1], err)
+		}
 	}
 
 	if err := r.Append(bg, []store.Event{{Key: "x"}, {Key: "{sseloop}:feed"}}); !errors.Is(err, store.ErrBadKey) {
@@ -191,9 +222,8 @@ func TestRedisVersions(t *testing.T) {
 	}
 }
 
-// Sweeping a key's whole history deletes its Redis keys and its marker, but
-// not a marker another program rewrote; the key's Dropped survives as the
-// floor.
+// Sweeping a key's whole history deletes its Redis keys; the key's Dropped
+// survives as the floor.
 func TestRedisSweepCleanup(t *testing.T) {
 	srv := redistest.Start(t)
 	prefix := newPrefix()
@@ -202,9 +232,6 @@ func TestRedisSweepCleanup(t *testing.T) {
 	r := openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: prefix}, opts)
 	c := srv.Client(t)
 	evs := mustAppend(t, r, "a", "b", "a")
-	if err := c.Set(bg, prefix+"b", "app", 0).Err(); err != nil {
-		t.Fatal(err)
-	}
 	clock.Advance(2 * time.Minute)
 	n, err := r.Sweep(bg)
 	if err != nil || n != 3 {
@@ -215,7 +242,7 @@ func TestRedisSweepCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.Sort(keys)
-	want := []string{prefix + "b", prefix + "{sseloop}:feed", prefix + "{sseloop}:meta"}
+	want := []string{prefix + "{sseloop}:feed", prefix + "{sseloop}:meta"}
 	if !slices.Equal(keys, want) {
 		t.Errorf("keys after the sweep: %q, want %q", keys, want)
 	}
@@ -233,7 +260,8 @@ func TestRedisSweepCleanup(t *testing.T) {
 	}
 }
 
-// The change feed costs one Redis command per poll, new events or not.
+// The change feed costs one round trip per poll, new events or not: XRANGE
+// and the last id (to notice a wipe), pipelined.
 func TestRedisAfterIsOneCommand(t *testing.T) {
 	srv := redistest.Start(t)
 	r := openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: newPrefix()}, store.Options{})
@@ -270,8 +298,8 @@ func TestRedisAfterIsOneCommand(t *testing.T) {
 		n, _, _ := strings.Cut(rest, ",")
 		calls[name], _ = strconv.Atoi(n)
 	}
-	if len(calls) != 1 || calls["xrange"] != polls {
-		t.Errorf("%d polls made these calls: %v, want xrange=%d only", polls, calls, polls)
+	if len(calls) != 2 || calls["xrange"] != polls || calls["hget"] != polls {
+		t.Errorf("%d polls made these calls: %v, want xrange=%d and hget=%d only", polls, calls, polls, polls)
 	}
 }
 

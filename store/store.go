@@ -205,7 +205,10 @@ type Head struct {
 	// ids of the incarnation are >= Epoch, ids of earlier ones < Epoch. 0 means
 	// no incarnation yet (a wiped Redis before the next Append).
 	Epoch uint64
-	// LastID is as Store.LastID: 0 or >= Epoch-1.
+	// LastID is as Store.LastID. An engine following the feed from LastID
+	// sees no hole when a new incarnation starts: a store's LastID is the id
+	// before its next one from the moment it opens (0 only for a Redis wiped
+	// while open, until the next Append).
 	LastID uint64
 }
 
@@ -235,14 +238,13 @@ type Sweeper interface {
 	Sweep(ctx context.Context) (removed int, err error)
 }
 
-// VersionReader is implemented by stores whose version markers other programs
-// may write (the Redis store: the string <prefix><key>, e.g. written by a PHP
-// app's cache). The engine polls it for the keys that have subscribers and
-// pokes a key whose marker changed to a value it did not see in the feed.
+// VersionReader is implemented by stores that can watch keys other programs
+// write (the Redis store: the string <watch prefix><key>, e.g. an entry of a
+// PHP app's cache). The engine polls it for the keys that have subscribers
+// and pokes a key whose value changed. The store never writes those keys.
 type VersionReader interface {
-	// Versions returns the version marker of each key, in order: the
-	// decimal id of the key's newest event when sseloop wrote it last, any
-	// other value when another program did, "" when there is none.
+	// Versions returns the value of each key's watched key, in order, ""
+	// when there is none (or nothing is watched).
 	Versions(ctx context.Context, keys []string) ([]string, error)
 }
 
@@ -273,6 +275,12 @@ var (
 	// store's LastID: the store lost the events up to afterID (a new
 	// incarnation, see the package doc). Read Head and restart the cursor.
 	ErrCursorAhead = errors.New("store: cursor ahead of the last id (store wiped or replaced)")
+	// ErrNotReplicated is returned by the Redis store's Append when fewer
+	// replicas than RedisConfig.WaitReplicas acknowledged the write in time
+	// (or WAIT failed): the events are on the primary (and may be
+	// delivered) but could be lost in a failover, so they are not
+	// acknowledged.
+	ErrNotReplicated = errors.New("store: write not acknowledged by enough replicas")
 	// ErrIDSpace is returned by Append when the ids would pass MaxID.
 	ErrIDSpace = errors.New("store: ids would pass 2^53-1")
 	// ErrUnknownDriver is returned by Open for a driver it does not know.
