@@ -57,7 +57,7 @@ const (
 	defaultRedisPrefix  = "sseloop:"
 	defaultRedisFeedLen = 100_000
 
-	defaultWaitTimeout  = time.Second
+	defaultWaitTimeout = time.Second
 
 	// redisTag starts every internal key after the prefix. It is a Redis
 	// Cluster hash tag: all internal keys hash to one slot, which scripts
