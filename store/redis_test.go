@@ -429,3 +429,39 @@ func TestRedisClaim(t *testing.T) {
 		t.Errorf("%d claims won, want 4 (one per key and version)", n)
 	}
 }
+
+// store.sync is never ignored for Redis: a weaker persistence setting is
+// reported, a matching one is not.
+func TestRedisDurabilityWarning(t *testing.T) {
+	none := redistest.Start(t)
+	always := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	everysec := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "everysec")
+	tests := []struct {
+		name string
+		srv  *redistest.Server
+		sync store.SyncPolicy
+		want string // substring; "" for no warning
+	}{
+		{"always_on_always", always, store.SyncAlways, ""},
+		{"always_on_everysec", everysec, store.SyncAlways, `appendfsync "everysec"`},
+		{"always_without_aof", none, store.SyncAlways, `appendonly "no"`},
+		{"everysecond_on_everysec", everysec, store.SyncEverySecond, ""},
+		{"everysecond_without_aof", none, store.SyncEverySecond, `appendonly "no"`},
+		{"never_without_aof", none, store.SyncNever, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := openRedis(t, store.RedisConfig{Addr: tt.srv.Addr(), Prefix: newPrefix()}, store.Options{Sync: tt.sync})
+			got := r.DurabilityWarning(bg)
+			if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+				t.Errorf("DurabilityWarning = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	// A managed Redis that refuses CONFIG: the warning says it could not check.
+	managed := redistest.Start(t, "--rename-command", "CONFIG", "")
+	r := openRedis(t, store.RedisConfig{Addr: managed.Addr(), Prefix: newPrefix()}, store.Options{Sync: store.SyncAlways})
+	if got := r.DurabilityWarning(bg); !strings.Contains(got, "could not be read") {
+		t.Errorf("DurabilityWarning without CONFIG = %q, want it to say so", got)
+	}
+}

@@ -48,11 +48,22 @@ type RedisConfig struct {
 	Addr     string `koanf:"addr"`     // host:port
 	Password string `koanf:"password"` // AUTH password; "" for none
 	DB       int    `koanf:"db"`       // database number
-	Prefix   string `koanf:"prefix"`   // key prefix, shared with the app's cache for direct pokes
+	Prefix   string `koanf:"prefix"`   // prefix of sseloop's own keys (never the app cache's)
 	FeedLen  int    `koanf:"feed_len"` // approximate length bound of the change feed stream
-	// DirectPoll is how often the markers <prefix><key> of watched keys are
-	// read to notice writes by other programs; 0 turns direct pokes off.
-	DirectPoll time.Duration `koanf:"direct_poll"`
+	// WatchPrefix: the app keys <watch_prefix><key> are read (never written)
+	// for direct pokes; "" turns direct pokes off.
+	WatchPrefix string `koanf:"watch_prefix"`
+	// DirectPoll is how often the watched keys are read to notice writes by
+	// other programs; 0 turns direct pokes off.
+	DirectPoll   time.Duration  `koanf:"direct_poll"`
+	Sentinel     SentinelConfig `koanf:"sentinel"`
+	WaitReplicas int            `koanf:"wait_replicas"` // replicas WAITed for per trigger; 0 = none
+}
+
+// SentinelConfig finds the Redis primary through Redis Sentinel.
+type SentinelConfig struct {
+	Master string   `koanf:"master"` // master name; "" = no Sentinel (use addr)
+	Addrs  []string `koanf:"addrs"`  // sentinels, host:port each
 }
 
 // HistoryConfig bounds the retained history of each key.

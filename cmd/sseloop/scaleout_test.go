@@ -180,22 +180,24 @@ func TestReusePortNodesShareOnePort(t *testing.T) {
 	}
 }
 
-// TestDirectPokeFromAppCacheWrite writes <prefix><key> the way a PHP app's
-// Redis cache does. Why: the classic recipe's apps already write a timestamp
-// there; sseloop must turn that into exactly one poke, whatever the number
-// of nodes.
+// TestDirectPokeFromAppCacheWrite writes <watch_prefix><key> the way a PHP
+// app's Redis cache does (SET with an expiry). Why: the classic recipe's apps
+// already write a timestamp there; sseloop must turn that into exactly one
+// poke, whatever the number of nodes, and leave the app's key exactly as the
+// app wrote it: the app's cache is the app's.
 func TestDirectPokeFromAppCacheWrite(t *testing.T) {
 	srv := redistest.Start(t)
-	prefix := newRedisPrefix()
-	args := append(redisArgs(srv, prefix), "--store.redis.direct_poll", "100ms")
+	prefix, watch := newRedisPrefix(), "cake_"+newRedisPrefix()
+	args := append(redisArgs(srv, prefix), "--store.redis.direct_poll", "100ms", "--store.redis.watch_prefix", watch)
 	a, b := startProcess(t, args...), startProcess(t, args...)
 	sa, sb := openStream(t, a.addr, "key=user:7"), openStream(t, b.addr, "key=user:7")
-	// Let each node read a baseline of the marker first.
+	// Let each node read a baseline of the watched key first.
 	time.Sleep(300 * time.Millisecond)
 	rc := srv.Client(t)
+	var v string
 	for round := range 2 {
-		v := strconv.FormatFloat(float64(time.Now().UnixMicro())/1e6, 'f', 4, 64)
-		if err := rc.Set(t.Context(), prefix+"user:7", v, 0).Err(); err != nil {
+		v = strconv.FormatFloat(float64(time.Now().UnixMicro())/1e6, 'f', 4, 64)
+		if err := rc.Set(t.Context(), watch+"user:7", v, time.Hour).Err(); err != nil {
 			t.Fatal(err)
 		}
 		for _, s := range []*stream{sa, sb} {
@@ -208,14 +210,46 @@ func TestDirectPokeFromAppCacheWrite(t *testing.T) {
 	// One poke per write, not one per node.
 	sa.expectQuiet(500 * time.Millisecond)
 	sb.expectQuiet(100 * time.Millisecond)
-	// sseloop's own markers are not pokes: a trigger gives exactly one event.
+	// A trigger gives exactly one event.
 	if code, _ := post(t, a.addr, "/trigger/user:7", "real"); code != 200 {
 		t.Fatal("trigger failed")
 	}
-	if ev := sb.mustNext(); ev.data != "real" {
-		t.Fatalf("got %+v", ev)
+	for _, s := range []*stream{sa, sb} {
+		if ev := s.mustNext(); ev.data != "real" {
+			t.Fatalf("got %+v", ev)
+		}
 	}
 	sb.expectQuiet(500 * time.Millisecond)
+	// The app's key is exactly what the app wrote: value and expiry.
+	if got, err := rc.Get(t.Context(), watch+"user:7").Result(); err != nil || got != v {
+		t.Errorf("app key = %q, %v; want %q as written", got, err, v)
+	}
+	if ttl, err := rc.TTL(t.Context(), watch+"user:7").Result(); err != nil || ttl <= 0 || ttl > time.Hour {
+		t.Errorf("app key TTL = %v, %v; want the app's expiry kept", ttl, err)
+	}
+	if keys, _ := rc.Keys(t.Context(), watch+"*").Result(); len(keys) != 1 {
+		t.Errorf("keys under the watch prefix: %q, want only the app's", keys)
+	}
+	// The app clears its cache (CakePHP's Cache::clear(): KEYS prefix* and
+	// DEL): replay and delivery go on.
+	keys, _ := rc.Keys(t.Context(), watch+"*").Result()
+	if err := rc.Del(t.Context(), keys...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := post(t, b.addr, "/trigger/user:7", "after clear"); code != 200 {
+		t.Fatal("trigger after the app's cache clear failed")
+	}
+	if ev := sa.mustNext(); ev.data != "after clear" {
+		t.Fatalf("after the app's cache clear got %+v", ev)
+	}
+	replay := openStream(t, b.addr, "key=user:7&lastEventId=0")
+	var got []string
+	for len(got) < 4 {
+		got = append(got, replay.mustNext().data)
+	}
+	if got[2] != "real" || got[3] != "after clear" {
+		t.Fatalf("replay after the app's cache clear: %q", got)
+	}
 }
 
 // TestDataSourceFetchedOncePerChange configures a source for user:* and
@@ -244,7 +278,7 @@ func TestDataSourceFetchedOncePerChange(t *testing.T) {
 	}
 	srv := redistest.Start(t)
 	prefix := newRedisPrefix()
-	args := append(redisArgs(srv, prefix), "--config", cfgFile, "--store.redis.direct_poll", "100ms")
+	args := append(redisArgs(srv, prefix), "--config", cfgFile, "--store.redis.direct_poll", "100ms", "--store.redis.watch_prefix", "app_"+prefix)
 	a, b := startProcess(t, args...), startProcess(t, args...)
 	sa, sb := openStream(t, a.addr, "key=user:1&key=user:broken&key=other"), openStream(t, b.addr, "key=user:1")
 
@@ -262,7 +296,7 @@ func TestDataSourceFetchedOncePerChange(t *testing.T) {
 
 	// A direct cache write: both nodes see it, one fetches.
 	time.Sleep(300 * time.Millisecond) // baseline read
-	if err := srv.Client(t).Set(t.Context(), prefix+"user:1", "1700000000.5", 0).Err(); err != nil {
+	if err := srv.Client(t).Set(t.Context(), "app_"+prefix+"user:1", "1700000000.5", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []*stream{sa, sb} {
