@@ -82,11 +82,14 @@ return {first, now}
 `)
 
 // incarnationLua starts a new incarnation when the meta hash is gone (a new
-// or wiped Redis): ids from max(ARGV[5], now*1000), that id as the epoch. A
-// meta hash from before epochs existed gets epoch 1 (its ids began at 1). It needs
-// meta in KEYS[1], now in the local now and the lowest start in ARGV[5].
+// or wiped Redis) or went back below an id this node saw (a failover that
+// lost writes, a restart that lost the end of the append-only file): ids
+// from max(ARGV[5], now*1000), that id as the epoch. A meta hash from before
+// epochs existed gets epoch 1 (its ids began at 1). It needs meta in
+// KEYS[1], now in the local now and the lowest start in ARGV[5].
 const incarnationLua = `
-if redis.call('HEXISTS', meta, 'id') == 0 then
+local cur = redis.call('HGET', meta, 'id')
+if not cur or tonumber(ARGV[5]) > tonumber(cur) + 1 then
   local start = math.max(tonumber(ARGV[5]), now * 1000)
   redis.call('HSET', meta, 'id', string.format('%d', start - 1), 'epoch', string.format('%d', start),
     'time', string.format('%d', now))

@@ -465,3 +465,37 @@ func TestRedisDurabilityWarning(t *testing.T) {
 		t.Errorf("DurabilityWarning without CONFIG = %q, want it to say so", got)
 	}
 }
+
+// A Redis that went back in time (a failover that lost the last writes, an
+// append-only file restored from an older copy) must not hand out again ids
+// that this node saw: it starts a new incarnation above them.
+func TestRedisRollbackStartsIncarnation(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := newPrefix()
+	opts, _ := testOptions(store.SyncNever) // a frozen clock: only the seen ids protect
+	r := openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: prefix}, opts)
+	old := mustAppend(t, r, "a", "b", "a")
+	h1, err := r.Head(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The state goes back to just after the first event.
+	c := srv.Client(t)
+	if err := c.HSet(bg, prefix+"{sseloop}:meta", "id", old[0].ID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.After(bg, old[2].ID, 10); !errors.Is(err, store.ErrCursorAhead) {
+		t.Errorf("After(cursor above the rolled-back last id) = %v, want ErrCursorAhead", err)
+	}
+	nu := mustAppend(t, r, "a", "c")
+	if nu[0].ID <= old[2].ID || nu[1].ID != nu[0].ID+1 {
+		t.Fatalf("ids after the rollback %d, %d; want contiguous above %d", nu[0].ID, nu[1].ID, old[2].ID)
+	}
+	h2, err := r.Head(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h2.Epoch == h1.Epoch || h2.Epoch != nu[0].ID {
+		t.Errorf("Head after the rollback = %+v (before %+v), want a new epoch %d", h2, h1, nu[0].ID)
+	}
+}
