@@ -47,13 +47,24 @@ func TestRedisContract(t *testing.T) {
 func TestRedisIncarnations(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client(t)
-	storetest.RunIncarnations(t, func(t *testing.T, opts store.Options) store.Store {
+	open := func(t *testing.T, opts store.Options) store.Store {
 		return openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: newPrefix()}, opts)
-	}, func(t *testing.T, st store.Store, opts store.Options) store.Store {
-		if err := c.FlushAll(bg).Err(); err != nil {
-			t.Fatal(err)
-		}
-		return st
+	}
+	t.Run("flushall", func(t *testing.T) {
+		storetest.RunIncarnations(t, open, func(t *testing.T, st store.Store, opts store.Options) store.Store {
+			if err := c.FlushAll(bg).Err(); err != nil {
+				t.Fatal(err)
+			}
+			return st
+		})
+	})
+	// redis-server restarted without persistence under a running node.
+	t.Run("restart_without_persistence", func(t *testing.T) {
+		storetest.RunIncarnations(t, open, func(t *testing.T, st store.Store, opts store.Options) store.Store {
+			srv.Kill(t)
+			srv.Start(t)
+			return st
+		})
 	})
 }
 
@@ -497,5 +508,24 @@ func TestRedisRollbackStartsIncarnation(t *testing.T) {
 	}
 	if h2.Epoch == h1.Epoch || h2.Epoch != nu[0].ID {
 		t.Errorf("Head after the rollback = %+v (before %+v), want a new epoch %d", h2, h1, nu[0].ID)
+	}
+}
+
+// With WaitReplicas and no replica to confirm, Append fails (the trigger gets
+// 503) within the WAIT timeout instead of acknowledging an event a failover
+// could lose.
+func TestRedisWaitReplicasUnmet(t *testing.T) {
+	srv := redistest.Start(t)
+	r := openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: newPrefix(), WaitReplicas: 1, WaitTimeout: 50 * time.Millisecond},
+		store.Options{SweepInterval: -1})
+	err := r.Append(bg, []store.Event{{Key: "a"}})
+	if !errors.Is(err, store.ErrNotReplicated) {
+		t.Fatalf("Append with no replica = %v, want ErrNotReplicated", err)
+	}
+	if _, err := store.OpenRedis(store.RedisConfig{Addr: srv.Addr(), WaitReplicas: -1}, store.Options{}); !errors.Is(err, store.ErrBadOptions) {
+		t.Errorf("WaitReplicas -1: %v, want ErrBadOptions", err)
+	}
+	if _, err := store.OpenRedis(store.RedisConfig{SentinelMaster: "m"}, store.Options{}); !errors.Is(err, store.ErrBadOptions) {
+		t.Errorf("a sentinel master without addresses: %v, want ErrBadOptions", err)
 	}
 }
