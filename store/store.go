@@ -9,29 +9,46 @@
 //
 // Ids are global: one id space across all keys, strictly increasing, never
 // reused, so a Last-Event-ID is exact for a stream that watches several keys.
+// History is bounded per key by [Options.MaxEvents] and [Options.TTL];
+// [Retention] tells a resuming client whether it missed events that are no
+// longer retained.
 //
 // # Incarnations
 //
 // A store's state can vanish: an in-memory store is new at every start, a
 // buntdb file can be deleted or replaced, a Redis can be flushed, restarted
-// without persistence or have its keys evicted. Each such start of an id
-// counter is an incarnation. Its first id is max(last+1, unix_ms*1000) where
-// last is the highest id the store (or, for Redis, this process) knows of and
-// unix_ms is [Options.Now]: ids stay ahead of every earlier incarnation's as
-// long as those handed out fewer than 1,000 ids per millisecond on average,
-// and below [MaxID] (2^53-1, so JavaScript holds them exactly) until the year
-// 2255. Within an incarnation ids are contiguous: Append hands out last+1,
-// last+2, ... (MaxEvents and TTL remove events, never ids).
+// without persistence, rolled back by a failover or have its keys evicted.
+// Each such start of the state is an incarnation. Ids never go backwards
+// across them: a new incarnation's first id is max(last+1, unix_ms*1000),
+// where last is the highest id the store (for Redis: this process) knows of
+// and unix_ms comes from [Options.Now]. Ids stay ahead of every earlier
+// incarnation's as long as those handed out fewer than 1,000 ids per
+// millisecond on average, and below [MaxID] (2^53-1, so JavaScript holds them
+// exactly) until the year 2255. Within an incarnation ids are strictly
+// increasing, and contiguous within one open of a store: Append hands out
+// LastID+1, LastID+2, ... (MaxEvents and TTL remove events, never ids). A
+// buntdb file reopened keeps its incarnation, but its ids also restart at
+// max(last+1, unix_ms*1000), so a file restored from an older copy cannot
+// hand out again ids clients hold; LastID starts at the id before, so a
+// reader following the feed from LastID sees no hole.
 //
-// [HeadReader.Head] tells the engine which incarnation it is reading: its
-// Epoch changes only when the counter restarted. A new incarnation forgets
-// the history before it: Retention reports Dropped >= Epoch-1 for every key,
-// so a client resuming from an older id is told about the gap. After with an
-// afterID above LastID returns [ErrCursorAhead]: the caller's cursor belongs
-// to an incarnation that is gone.
-// History is bounded per key by [Options.MaxEvents] and [Options.TTL];
-// [Retention] tells a resuming client whether it missed events that are no
-// longer retained.
+// What the engine needs to notice a lost state:
+//   - [HeadReader.Head] returns the incarnation's Epoch (its first id) with
+//     LastID. Epoch changes only when the state was lost. A node that
+//     outlives its store's state (Redis) reads it every poll or so; on a new
+//     Epoch it announces a gap to its streams and reads the feed on from
+//     Epoch-1.
+//   - After with an afterID above LastID returns an error wrapping
+//     [ErrCursorAhead]: the caller's cursor is from a state that is gone (a
+//     wiped Redis before its next Append, a rollback).
+//   - A client's Last-Event-ID X with 0 < X < Epoch is from an earlier
+//     incarnation, whose events after X may be lost: Retention does not
+//     report that (it knows only the current incarnation), so the engine
+//     announces the gap. An X above LastID is unknown: the same.
+//
+// After an unclean shutdown of a buntdb file, Retention reports a gap only
+// for what may really be lost: nothing under SyncAlways (every acknowledged
+// event was fsynced), everything before the restart under the other policies.
 package store
 
 import (
