@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -184,6 +185,41 @@ func TestRestartedServerDeliversNewEvents(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestKill9SyncAlwaysResumesWithoutGap kills a server with sync=always after
+// 30 acknowledged triggers and resumes from the 10th. Why: after a crash that
+// lost nothing, a gap event would make every client reload at once (a
+// thundering herd on the app at the worst moment); the client must get
+// exactly the 20 events it missed.
+func TestKill9SyncAlwaysResumesWithoutGap(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.db")
+	p := startProcess(t, "--store.path", path, "--store.sync", "always")
+	var acked []string
+	for i := range 30 {
+		code, body := post(t, p.addr, "/trigger/"+[]string{"ka", "kb"}[i%2], fmt.Sprint("event ", i))
+		if code != 200 {
+			t.Fatalf("trigger %d: %d %s", i, code, body)
+		}
+		acked = append(acked, strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(body), `{"id":"`), `"}`))
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.done <- <-p.done
+
+	p2 := startProcess(t, "--store.path", path, "--store.sync", "always")
+	s := openStream(t, p2.addr, "key=ka&key=kb&lastEventId="+acked[9])
+	for i := 10; i < 30; i++ {
+		ev := s.mustNext()
+		if ev.name == "gap" {
+			t.Fatalf("gap after a kill -9 that lost nothing: %+v", ev)
+		}
+		if ev.id != acked[i] || ev.data != fmt.Sprint("event ", i) {
+			t.Fatalf("event %d after resuming = %+v, want id %s", i, ev, acked[i])
+		}
+	}
+	s.expectQuiet(200 * time.Millisecond)
 }
 
 func mustUint(t *testing.T, s string) uint64 {
