@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,6 +50,22 @@ type serverProcess struct {
 	addr string
 	line string // the "sseloop listening" log line
 	done chan error
+
+	mu   sync.Mutex
+	logs []string // stderr lines so far
+}
+
+// logged returns the stderr lines so far that contain s.
+func (p *serverProcess) logged(s string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, l := range p.logs {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 var listenRE = regexp.MustCompile(`msg="sseloop listening" addr=(\S+)`)
@@ -84,6 +101,9 @@ func startProcessEnv(t *testing.T, env []string, args ...string) *serverProcess 
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			p.mu.Lock()
+			p.logs = append(p.logs, sc.Text())
+			p.mu.Unlock()
 			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
 				addrc <- [2]string{m[1], sc.Text()}
 			}

@@ -427,3 +427,20 @@ func TestRedisWipeUnderRunningNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisSyncSettingIsNeverIgnored starts a node with store.sync=always on
+// a Redis without an append-only file. Why: store.sync used to be ignored for
+// Redis silently; an operator asking for durability must be told Redis does
+// not provide it.
+func TestRedisSyncSettingIsNeverIgnored(t *testing.T) {
+	srv := redistest.Start(t) // appendonly no
+	p := startProcess(t, append(redisArgs(srv, newRedisPrefix()), "--store.sync", "always")...)
+	if w := p.logged("store.sync and Redis persistence differ"); len(w) != 1 || !strings.Contains(w[0], "appendonly") {
+		t.Fatalf("start-up warnings: %q, want one about appendonly", w)
+	}
+	aof := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	q := startProcess(t, append(redisArgs(aof, newRedisPrefix()), "--store.sync", "always")...)
+	if w := q.logged("store.sync and Redis persistence differ"); len(w) != 0 {
+		t.Fatalf("warned although Redis fsyncs every write: %q", w)
+	}
+}
