@@ -31,7 +31,7 @@ type engineMetrics struct {
 
 	sourceFetch *metrics.Counter // pokes filled by a data source
 	sourceErr   *metrics.Counter // data source failures (plain poke sent)
-	directPokes *metrics.Counter // marker writes by other programs turned into pokes
+	directPokes *metrics.Counter // writes of watched app keys turned into pokes
 	feedGaps    *metrics.Counter // change-feed reads that found removed events
 }
 

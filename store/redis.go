@@ -117,8 +117,8 @@ const (
 // it every SweepInterval; concurrent sweeps are harmless): it trims the
 // expired entries from the start of the feed, then takes the keys whose
 // oldest event is expired from pT:keys and trims their histories; a
-// history left empty is deleted with its pT:d:<key> and its marker (unless
-// another program rewrote the marker), and the meta floor is raised to its
+// history left empty is deleted with its pT:d:<key>, and the meta floor is
+// raised to its
 // Dropped. Retention reports the floor as Dropped for a key without
 // pT:d:<key>, and a new key's Dropped starts at it, as in [Bunt]. No Redis
 // EXPIRE: it would forget a key's Dropped. Readers filter by time with the
@@ -129,12 +129,10 @@ const (
 //
 // The internal keys share the hash tag, so the scripts work in one slot (all
 // sseloop data of a prefix then lives on one shard: the store scales reads
-// and connections, not Redis's write throughput). The version markers p<key>
-// cannot carry the tag (apps write them under their own names), so they live
-// in other slots: this implementation uses a plain client and writes them in
-// the Append script, which a cluster would refuse (CROSSSLOT). Cluster
-// support would move the marker SETs out of the script (after it, not atomic
-// with it: a marker is only a hint) and issue one MGET per slot in Versions.
+// and connections, not Redis's write throughput). The watched app keys
+// w<key> cannot carry the tag (apps name them), so they live in other slots:
+// this implementation uses a plain (or Sentinel) client, not a cluster
+// client; cluster support would issue one MGET per slot in Versions.
 //
 // # Durability and errors
 //

@@ -266,7 +266,7 @@ type VersionReader interface {
 }
 
 // Claimer is implemented by stores shared by several nodes, so that one change
-// seen by all of them (a direct poke: a new version marker value) is handled
+// seen by all of them (a direct poke: a new value of a watched key) is handled
 // by one: the node that wins the claim fetches the data source and appends
 // the event, the others leave it to the feed.
 type Claimer interface {
