@@ -203,7 +203,10 @@ type Store interface {
 	Replay(ctx context.Context, keys []string, afterID uint64, limit int) ([]Event, error)
 	// Retention returns one entry per key, in order.
 	Retention(ctx context.Context, keys []string) ([]Retention, error)
-	// LastID returns the highest id assigned so far (0 when empty).
+	// LastID returns the highest id assigned so far; before the first
+	// Append of an open, the id before the next one (see Incarnations): the
+	// next id is LastID+1 within an open. 0 only for a Redis wiped while open,
+	// until its next Append.
 	LastID(ctx context.Context) (uint64, error)
 	// Ping reports whether the store is usable (for /readyz).
 	Ping(ctx context.Context) error

@@ -1,5 +1,7 @@
 // Package storetest is the contract suite that every store.Store
-// implementation runs: call Run from the implementation's tests.
+// implementation runs: call Run from the implementation's tests, and
+// RunIncarnations with a way to wipe the store's state (ids never go
+// backwards, Head, ErrCursorAhead).
 //
 // The suite drives time through a fake clock (Options.Now) and disables the
 // background sweeper (Options.SweepInterval < 0); when the store implements
