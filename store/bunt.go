@@ -779,10 +779,13 @@ func (b *Bunt) After(ctx context.Context, afterID uint64, limit int) ([]Event, e
 	evs := make([]Event, 0, min(uint64(limit), last-afterID, 256))
 	var bad error
 	err := b.db.View(func(tx *buntdb.Tx) error {
-		// Up to last only: a later commit may be visible before its Append
-		// publishes lastID, and a cursor must never pass LastID.
-		return tx.AscendRange("", logKey(afterID+1), logKey(last+1), func(k, v string) bool {
+		return tx.AscendRange("", logKey(afterID+1), logEnd, func(k, v string) bool {
 			id, _ := logID(k)
+			if id > last {
+				// A later commit may be visible before its Append publishes
+				// lastID; a cursor must never pass LastID.
+				return false
+			}
 			t, ok := eventTime(v)
 			if !ok {
 				bad = b.corruptID(id)
