@@ -444,3 +444,23 @@ func TestRedisSyncSettingIsNeverIgnored(t *testing.T) {
 		t.Fatalf("warned although Redis fsyncs every write: %q", w)
 	}
 }
+
+// TestNodeFindsPrimaryThroughSentinel configures only the sentinel. Why: the
+// store.redis.sentinel keys must reach the store (addr is then unused).
+func TestNodeFindsPrimaryThroughSentinel(t *testing.T) {
+	primary := redistest.Start(t)
+	sentinels := redistest.StartSentinels(t, "sseloop-node", primary, 1)
+	p := startProcess(t, "--store.driver", "redis", "--store.redis.addr", "127.0.0.1:1",
+		"--store.redis.prefix", newRedisPrefix(), "--poll", "50ms",
+		"--store.redis.sentinel.master", "sseloop-node", "--store.redis.sentinel.addrs", strings.Join(sentinels, ","))
+	s := openStream(t, p.addr, "key=k")
+	if code, body := post(t, p.addr, "/trigger/k", "via sentinel"); code != 200 {
+		t.Fatalf("trigger: %d %s", code, body)
+	}
+	if ev := s.mustNext(); ev.data != "via sentinel" {
+		t.Fatalf("got %+v", ev)
+	}
+	if n, err := primary.Client(t).DBSize(t.Context()).Result(); err != nil || n == 0 {
+		t.Fatalf("the primary holds %d keys (%v): the node did not write there", n, err)
+	}
+}
