@@ -260,7 +260,7 @@ func OpenRedis(cfg RedisConfig, opts Options) (*Redis, error) {
 		return nil, fmt.Errorf("store: redis %s: %w", where, err)
 	}
 	// Start an incarnation now, so LastID is the id before the first one.
-	if _, err := initScript.Run(ctx, c, []string{r.kMeta}, r.opts.Now().UnixMilli(), 0, 0, 0, 1).Int64Slice(); err != nil {
+	if _, err := initScript.Run(ctx, c, []string{r.kMeta, r.kFeed}, r.opts.Now().UnixMilli(), 0, 0, 0, 1).Int64Slice(); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("store: redis %s: %w", where, err)
 	}

@@ -85,12 +85,23 @@ return {first, now}
 // or wiped Redis) or went back below an id this node saw (a failover that
 // lost writes, a restart that lost the end of the append-only file): ids
 // from max(ARGV[5], now*1000), that id as the epoch. A meta hash from before
-// epochs existed gets epoch 1 (its ids began at 1). It needs meta in
-// KEYS[1], now in the local now and the lowest start in ARGV[5].
+// epochs existed gets epoch 1 (its ids began at 1). It needs the
+// locals meta, feed and now, and the lowest start in ARGV[5].
 const incarnationLua = `
 local cur = redis.call('HGET', meta, 'id')
 if not cur or tonumber(ARGV[5]) > tonumber(cur) + 1 then
   local start = math.max(tonumber(ARGV[5]), now * 1000)
+  -- A feed that survived its meta (eviction) only takes ids above its last
+  -- one, even a deleted one.
+  if redis.call('EXISTS', feed) == 1 then
+    local info = redis.call('XINFO', 'STREAM', feed)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then
+        local last = tonumber(string.match(info[i + 1], '^(%d+)'))
+        if last and last + 1 > start then start = last + 1 end
+      end
+    end
+  end
   redis.call('HSET', meta, 'id', string.format('%d', start - 1), 'epoch', string.format('%d', start),
     'time', string.format('%d', now))
 elseif redis.call('HEXISTS', meta, 'epoch') == 0 then
@@ -101,12 +112,12 @@ end
 // initScript starts an incarnation if there is none (see incarnationLua), so
 // that LastID is the id before the next one from the start.
 //
-//	KEYS[1] meta
+//	KEYS[1] meta, KEYS[2] feed
 //	ARGV[1] now (ms), ARGV[2]-ARGV[4] unused, ARGV[5] the lowest start id
 //
 // It returns {epoch, last id}.
 var initScript = redis.NewScript(`
-local meta = KEYS[1]
+local meta, feed = KEYS[1], KEYS[2]
 local now = tonumber(ARGV[1])
 ` + incarnationLua + `
 return {tonumber(redis.call('HGET', meta, 'epoch')), tonumber(redis.call('HGET', meta, 'id'))}

@@ -529,3 +529,22 @@ func TestRedisWaitReplicasUnmet(t *testing.T) {
 		t.Errorf("a sentinel master without addresses: %v, want ErrBadOptions", err)
 	}
 }
+
+// A meta hash evicted while the feed survived (allkeys-* maxmemory policies)
+// starts a new incarnation above the feed's last id, whatever the clock says.
+func TestRedisMetaLostFeedKept(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := newPrefix()
+	opts, clock := testOptions(store.SyncNever)
+	r := openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: prefix}, opts)
+	old := mustAppend(t, r, "a", "b")
+	if err := srv.Client(t).Del(bg, prefix+"{sseloop}:meta").Err(); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(-time.Hour) // a node whose clock is behind, and knows nothing
+	other := openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: prefix}, opts)
+	nu := mustAppend(t, other, "a")
+	if nu[0].ID <= old[1].ID {
+		t.Fatalf("id %d after the meta was lost, not above the feed's %d", nu[0].ID, old[1].ID)
+	}
+}
