@@ -164,6 +164,10 @@ func TestBuntReopen(t *testing.T) {
 			mustAppend(t, b, "a")
 			keys := []string{"a", "b", "a:b", "none"}
 			all, ret, last := mustAfter(t, b), mustRetention(t, b, keys...), mustLastID(t, b)
+			h, err := b.Head(bg)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if err := b.Close(); err != nil {
 				t.Fatalf("Close: %v", err)
 			}
@@ -179,6 +183,10 @@ func TestBuntReopen(t *testing.T) {
 			next := mustAppend(t, b, "b")
 			if next[0].ID != last+1 {
 				t.Errorf("next id = %d, want %d", next[0].ID, last+1)
+			}
+			// The file keeps its incarnation: nothing was lost.
+			if h2, err := b.Head(bg); err != nil || h2.Epoch != h.Epoch {
+				t.Errorf("Head after reopen = %+v, %v; want epoch %d kept", h2, err, h.Epoch)
 			}
 		})
 	}
