@@ -407,6 +407,7 @@ func TestRedisWipeUnderRunningNodes(t *testing.T) {
 		for i := range 4 {
 			ev := s.mustNext()
 			for ev.name == "gap" { // lost state may be announced; never a silent hole
+				t.Logf("gap: %s", ev.data)
 				ev = s.mustNext()
 			}
 			if ev.data != fmt.Sprint("after ", i) {
