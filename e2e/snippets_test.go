@@ -91,39 +91,39 @@ func findSnippet(t *testing.T, name string) snippet {
 
 // snippetNotRun lists the blocks no test runs, with the reason.
 var snippetNotRun = map[string]string{
-	"quickstart-test":   "the test suite itself; .ci/run runs this exact command",
-	"quickstart-output": "output, compared by quickstart-curl",
-	"ssebench-output":   "output of a 19,000-connection run",
-	"scaleout-diagram":  "a diagram",
-	"architecture":      "a folder list",
-	"scale-script":      "100,000 connections for minutes; bench/compare_test.go runs the same code at 300",
-	"micro-benchmarks":  "benchmarks take minutes of CPU; CI keeps to its time budget",
-	"ssebench-compare":  "19,000 connections for minutes; bench/compare_test.go runs the same code at 300",
-	"php-redis-cache":   "a Laravel config fragment, not a program; redis-laravel-cache runs the same cache write",
+	"quickstart-test":       "the test suite itself; .ci/run runs this exact command",
+	"quickstart-output":     "output, compared by quickstart-curl",
+	"ssebench-output":       "output of a 19,000-connection run",
+	"scaleout-diagram":      "a diagram",
+	"redis-sentinel-config": "a config file: cmd/sseloop TestRedisDocConfigLoads loads it and checks its values",
+	"architecture":          "a folder list",
+	"scale-script":          "100,000 connections for minutes; bench/compare_test.go runs the same code at 300",
+	"micro-benchmarks":      "benchmarks take minutes of CPU; CI keeps to its time budget",
+	"ssebench-compare":      "19,000 connections for minutes; bench/compare_test.go runs the same code at 300",
 }
 
 // snippetRunners run the blocks.
 var snippetRunners = map[string]func(t *testing.T, s snippet){
-	"quickstart-run":      runQuickstartServer,
-	"quickstart-curl":     runQuickstartCurl,
-	"docker":              runDockerEnv,
-	"php-recipe":          runPHPRecipe,
-	"browser-recipe":      runBrowserRecipe,
-	"token-claims":        runTokenClaims,
-	"php-jwt-mint":        runPHPJWTMint,
-	"go-jwt-mint":         runGoJWTMint,
-	"php-publish-key":     runPHPPublishKey,
-	"scaleout-run":        runScaleoutCommand,
-	"redis-laravel-cache": runRedisLaravelCache,
-	"ulimit":              runUlimit,
-	"sysctl":              runSysctl,
-	"nginx":               runNginxSnippet,
-	"caddy":               runCaddySnippet,
-	"haproxy":             runHAProxySnippet,
-	"browser-listen":      runBrowserListen,
-	"php-sse-push":        runPHPSsePush,
-	"node-subscriber":     runNodeSubscriber,
-	"python-subscriber":   runPythonSubscriber,
+	"quickstart-run":    runQuickstartServer,
+	"quickstart-curl":   runQuickstartCurl,
+	"docker":            runDockerEnv,
+	"php-recipe":        runPHPRecipe,
+	"browser-recipe":    runBrowserRecipe,
+	"token-claims":      runTokenClaims,
+	"php-jwt-mint":      runPHPJWTMint,
+	"go-jwt-mint":       runGoJWTMint,
+	"php-publish-key":   runPHPPublishKey,
+	"scaleout-run":      runScaleoutCommand,
+	"php-redis-cache":   runPHPRedisCache,
+	"ulimit":            runUlimit,
+	"sysctl":            runSysctl,
+	"nginx":             runNginxSnippet,
+	"caddy":             runCaddySnippet,
+	"haproxy":           runHAProxySnippet,
+	"browser-listen":    runBrowserListen,
+	"php-sse-push":      runPHPSsePush,
+	"node-subscriber":   runNodeSubscriber,
+	"python-subscriber": runPythonSubscriber,
 }
 
 func TestSnippetsAreAllCovered(t *testing.T) {
@@ -715,13 +715,14 @@ func startRedis(t *testing.T) string {
 	return addr
 }
 
-// phpLaravelRedisStub stands in for Laravel's Redis cache store: forever()
-// writes <prefix><key> with the value as is (Laravel stores numbers
-// unserialized), over a raw RESP connection (no php-redis needed).
-const phpLaravelRedisStub = `<?php
+// phpCakeRedisStub stands in for CakePHP's Redis cache engine (prefix
+// "cake_"): write() sets <prefix><key> to the value as is, over a raw RESP
+// connection (no php-redis needed); and for README's sse_push, which has its
+// own snippet test: here it posts with curl and checks the status.
+const phpCakeRedisStub = `<?php
 class Cache {
-    static function forever(string $key, $value): void {
-        $k = 'sseloop:' . $key;
+    static function write(string $key, $value): void {
+        $k = 'cake_' . $key;
         $v = (string) $value;
         $r = fsockopen('127.0.0.1', (int) getenv('REDIS_PORT'));
         fwrite($r, "*3\r\n$3\r\nSET\r\n$" . strlen($k) . "\r\n$k\r\n$" . strlen($v) . "\r\n$v\r\n");
@@ -729,35 +730,50 @@ class Cache {
         fclose($r);
     }
 }
+function sse_push(string $key, string $data): string {
+    $ch = curl_init(getenv('SSELOOP_URL') . '/trigger/' . rawurlencode($key));
+    curl_setopt_array($ch, [CURLOPT_POST => true, CURLOPT_POSTFIELDS => $data, CURLOPT_RETURNTRANSFER => true]);
+    $body = curl_exec($ch);
+    if (curl_getinfo($ch, CURLINFO_RESPONSE_CODE) !== 200) throw new Exception('trigger failed');
+    return $body;
+}
+$id = 42;
+$payload = ['unread' => 3];
 `
 
-func runRedisLaravelCache(t *testing.T, s snippet) {
-	php := requireTool(t, "php", "php-cli")
+// runPHPRedisCache runs README's CakePHP cache write against a node that
+// watches the "cake_" prefix: the write becomes a poke, and sse_push an
+// event with data.
+func runPHPRedisCache(t *testing.T, s snippet) {
+	php := requireTool(t, "php", "php-cli php-curl")
 	rs := startRedis(t)
-	addr := startSseloop(t, nil, "--store.driver", "redis", "--store.redis.addr", rs, "--store.redis.direct_poll", "100ms")
+	addr := startSseloop(t, nil, "--store.driver", "redis", "--store.redis.addr", rs,
+		"--store.redis.watch_prefix", "cake_", "--store.redis.direct_poll", "100ms")
 	sub := openStream(t, "http://"+addr, "/events?key=user:42")
 	_, port, _ := net.SplitHostPort(rs)
-	// The node reads a baseline of the marker once the key has a
+	env := []string{"REDIS_PORT=" + port, "SSELOOP_URL=http://" + addr}
+	// The node reads a baseline of the watched key once the key has a
 	// subscriber; a write before that read is the baseline, not a change.
-	// So write (each run writes a new microtime) until a poke arrives.
-	for attempt := range 100 {
-		if out, code := runScript(t, []string{"REDIS_PORT=" + port}, php, "php", phpLaravelRedisStub+s.body); code != 0 {
+	// So run the snippet (each run writes a new microtime) until a poke
+	// arrives; every run also publishes the payload.
+	var poke, data bool
+	for attempt := 0; !(poke && data); attempt++ {
+		if attempt == 100 {
+			t.Fatalf("after 100 runs: poke %v, data event %v", poke, data)
+		}
+		if out, code := runScript(t, env, php, "php", phpCakeRedisStub+strings.TrimPrefix(s.body, "<?php")); code != 0 {
 			t.Fatalf("php exit %d: %s", code, out)
 		}
-		select {
-		case l := <-sub.lines:
-			for ; ; l = <-sub.lines {
-				if strings.HasPrefix(l, `data: {"key":"user:42"`) {
-					return // a direct poke
-				}
-				if len(sub.lines) == 0 {
-					break
-				}
+		deadline := time.After(300 * time.Millisecond) // a bound per attempt, not an assertion
+	read:
+		for {
+			select {
+			case l := <-sub.lines:
+				poke = poke || strings.HasPrefix(l, `data: {"key":"user:42"`)
+				data = data || l == `data: {"unread":3}`
+			case <-deadline:
+				break read
 			}
-		case <-time.After(300 * time.Millisecond): // a bound per attempt, not an assertion
-		}
-		if attempt == 99 {
-			t.Fatal("no poke for user:42 after 100 cache writes")
 		}
 	}
 }

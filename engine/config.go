@@ -48,7 +48,7 @@ type Config struct {
 	// Source). Configured in the file only: a list of {pattern, url,
 	// headers, timeout}.
 	Sources []Source `koanf:"sources"`
-	// DirectPoll is how often the version markers of watched keys are read
+	// DirectPoll is how often the watched app keys of keys with subscribers are read
 	// from stores that have them (Redis), to turn writes by other programs
 	// into pokes. 0 = off. Set from store.redis.direct_poll.
 	DirectPoll time.Duration `koanf:"-"`

@@ -16,7 +16,7 @@ import (
 
 // Source is the classic recipe's "data callback", run once per change
 // instead of once per subscriber: when a key matching Pattern is poked
-// (a trigger with an empty body, or a direct write of its Redis marker),
+// (a trigger with an empty body, or an app write of its watched Redis key),
 // sseloop fetches URL once and the response body becomes the event's data
 // for every subscriber. If the fetch fails, subscribers get the plain poke
 // and sseloop_source_errors_total counts it.

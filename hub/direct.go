@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"github.com/sseloop/sseloop/store"
@@ -15,11 +14,12 @@ const directClaimTTL = 10 * time.Minute
 // versionChunk bounds the keys of one MGET.
 const versionChunk = 1000
 
-// runDirect watches the version markers of the keys that have subscribers
-// here, for stores that expose them (Redis: <prefix><key>). Any program that
-// writes a new value there (a PHP app's Cache::write($key, microtime(true))
-// on a Redis cache with the same prefix) makes the key's subscribers get a
-// poke within about DirectPoll. Every node sees the change; the one that
+// runDirect watches the application keys of the keys that have subscribers
+// here, for stores that expose them (Redis: <watch_prefix><key>, read only).
+// Any program that writes a new value there (a PHP app's
+// Cache::write($key, microtime(true)) on a Redis cache whose prefix is the
+// watch prefix) makes the key's subscribers get a poke within about
+// DirectPoll. Every node sees the change; the one that
 // wins the store's claim publishes the poke (and runs the data source), so
 // there is one event per change, not one per node.
 //
@@ -67,18 +67,10 @@ func (h *Hub) runDirect(ctx context.Context) {
 		if len(changed) == 0 {
 			continue
 		}
-		// sseloop writes the id of a key's newest event as its marker: a
-		// decimal integer no greater than the last id is ours, not a poke.
-		last, err := h.st.LastID(ctx)
-		if err != nil {
-			continue
-		}
+		// The watched keys are the app's alone: every change is a poke.
 		var evs []store.Event
 		for _, k := range changed {
 			v := known[k]
-			if id, err := strconv.ParseUint(v, 10, 64); err == nil && id <= last {
-				continue
-			}
 			won, err := cl.Claim(ctx, k, v, directClaimTTL)
 			if err != nil || !won {
 				continue

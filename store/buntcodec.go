@@ -17,6 +17,8 @@ const (
 	keyLast  = "n:last"
 	keyFloor = "n:floor"
 	keyClean = "n:clean"
+	keySync  = "n:sync"
+	keyEpoch = "n:epoch"
 
 	// logLast is above every log key.
 	logLast = "e\xff\xff\xff\xff\xff\xff\xff\xff"
@@ -140,23 +142,46 @@ func cutString(v string) (s, rest string, ok bool) {
 type keyMeta struct {
 	count   uint64 // index entries of the key
 	dropped uint64 // highest id of the key removed by MaxEvents or TTL
+	newest  uint64 // id of the key's newest event (0 in files written before it existed)
 }
 
 func (m keyMeta) encode() string {
-	var buf [2 * binary.MaxVarintLen64]byte
+	var buf [3 * binary.MaxVarintLen64]byte
 	b := binary.AppendUvarint(buf[:0], m.count)
-	return string(binary.AppendUvarint(b, m.dropped))
+	b = binary.AppendUvarint(b, m.dropped)
+	return string(binary.AppendUvarint(b, m.newest))
 }
 
 func decodeMeta(v string) (m keyMeta, ok bool) {
-	var n int
+	var n, w int
 	if m.count, n = uvarintString(v); n <= 0 {
 		return m, false
 	}
-	if m.dropped, n = uvarintString(v[n:]); n <= 0 {
+	if m.dropped, w = uvarintString(v[n:]); w <= 0 {
+		return m, false
+	}
+	n += w
+	if n == len(v) {
+		return m, true // written before newest existed
+	}
+	if m.newest, w = uvarintString(v[n:]); w <= 0 || n+w != len(v) {
 		return m, false
 	}
 	return m, true
+}
+
+// decodePrev decodes the value of an index entry: the id of the key's event
+// before this one (uvarint), or nothing (0: unknown, written before it
+// existed).
+func decodePrev(v string) uint64 {
+	if v == "" {
+		return 0
+	}
+	p, n := uvarintString(v)
+	if n <= 0 {
+		return 0
+	}
+	return p
 }
 
 // encodeLast encodes the n:last record: the last id and the last time.

@@ -57,11 +57,22 @@ type RedisConfig struct {
 	Addr     string `koanf:"addr"`     // host:port
 	Password string `koanf:"password"` // AUTH password; "" for none
 	DB       int    `koanf:"db"`       // database number
-	Prefix   string `koanf:"prefix"`   // key prefix, shared with the app's cache for direct pokes
+	Prefix   string `koanf:"prefix"`   // prefix of sseloop's own keys (never the app cache's)
 	FeedLen  int    `koanf:"feed_len"` // approximate length bound of the change feed stream
-	// DirectPoll is how often the markers <prefix><key> of watched keys are
-	// read to notice writes by other programs; 0 turns direct pokes off.
-	DirectPoll time.Duration `koanf:"direct_poll"`
+	// WatchPrefix: the app keys <watch_prefix><key> are read (never written)
+	// for direct pokes; "" turns direct pokes off.
+	WatchPrefix string `koanf:"watch_prefix"`
+	// DirectPoll is how often the watched keys are read to notice writes by
+	// other programs; 0 turns direct pokes off.
+	DirectPoll   time.Duration  `koanf:"direct_poll"`
+	Sentinel     SentinelConfig `koanf:"sentinel"`
+	WaitReplicas int            `koanf:"wait_replicas"` // replicas WAITed for per trigger; 0 = none
+}
+
+// SentinelConfig finds the Redis primary through Redis Sentinel.
+type SentinelConfig struct {
+	Master string   `koanf:"master"` // master name; "" = no Sentinel (use addr)
+	Addrs  []string `koanf:"addrs"`  // sentinels, host:port each
 }
 
 // HistoryConfig bounds the retained history of each key.
@@ -86,7 +97,11 @@ var cmdOptions = []option.Option{
 	{Key: "store.redis.db", Default: 0, ZeroAllowed: true, Help: "redis: database number (SELECT)"},
 	{Key: "store.redis.prefix", Default: "sseloop:", Help: "redis: prefix of every key sseloop uses"},
 	{Key: "store.redis.feed_len", Default: 100000, Unit: "entries", Help: "redis: approximate bound of the shared change feed"},
-	{Key: "store.redis.direct_poll", Default: time.Second, ZeroAllowed: true, Help: "redis: how often watched keys' markers are read (direct pokes); 0 = off"},
+	{Key: "store.redis.watch_prefix", Default: "", ZeroAllowed: true, Help: `redis: app keys <watch_prefix><key> are read, never written, for direct pokes (e.g. "cake_"); "" = off`},
+	{Key: "store.redis.direct_poll", Default: time.Second, ZeroAllowed: true, Help: "redis: how often the watched app keys are read (direct pokes); 0 = off"},
+	{Key: "store.redis.sentinel.master", Default: "", ZeroAllowed: true, Help: `redis: Sentinel master name; "" = no Sentinel (use addr)`},
+	{Key: "store.redis.sentinel.addrs", Default: []string{}, ZeroAllowed: true, Help: "redis: the sentinels, host:port each"},
+	{Key: "store.redis.wait_replicas", Default: 0, ZeroAllowed: true, Unit: "replicas", Help: "redis: answer a trigger only after WAIT confirms this many replicas; 0 = no WAIT"},
 	{Key: "history.max_events", Default: 1000, Unit: "events", Help: "events retained per key for Last-Event-ID replay"},
 	{Key: "history.ttl", Default: 24 * time.Hour, Help: "how long an event is retained; negative = forever (still bounded by max_events)"},
 	{Key: "log.level", Default: "info", Help: "debug, info, warn or error"},

@@ -129,3 +129,29 @@ func TestPrintConfigRedactsSecrets(t *testing.T) {
 		t.Fatalf("print-config shows a secret:\n%s", out.String())
 	}
 }
+
+func TestRedisDocConfigLoads(t *testing.T) {
+	// Why: docs/REDIS.md's YAML examples must be configs sseloop accepts.
+	b, err := os.ReadFile("../../docs/REDIS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(b), "```yaml\n")[1:]
+	if len(blocks) == 0 {
+		t.Fatal("docs/REDIS.md has no yaml example")
+	}
+	for i, blk := range blocks {
+		yml, _, _ := strings.Cut(blk, "```")
+		path := filepath.Join(t.TempDir(), "doc.yaml")
+		if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, _, err := loadConfig([]string{"--config", path}, nil, io.Discard)
+		if err != nil {
+			t.Fatalf("yaml example %d does not load: %v", i, err)
+		}
+		if r := cfg.Store.Redis; i == 0 && (r.WatchPrefix != "cake_" || r.Sentinel.Master != "mymaster" || len(r.Sentinel.Addrs) != 3 || r.WaitReplicas != 1) {
+			t.Errorf("yaml example %d loaded as %+v", i, r)
+		}
+	}
+}

@@ -98,6 +98,11 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 			DB:       cfg.Store.Redis.DB,
 			Prefix:   cfg.Store.Redis.Prefix,
 			FeedLen:  cfg.Store.Redis.FeedLen,
+
+			WatchPrefix:    cfg.Store.Redis.WatchPrefix,
+			SentinelMaster: cfg.Store.Redis.Sentinel.Master,
+			SentinelAddrs:  cfg.Store.Redis.Sentinel.Addrs,
+			WaitReplicas:   cfg.Store.Redis.WaitReplicas,
 		},
 		Options: store.Options{
 			MaxEvents: cfg.History.MaxEvents,
@@ -108,6 +113,14 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		log.Error("open store", "err", err)
 		return 1
+	}
+	if rs, ok := st.(*store.Redis); ok {
+		// Never ignore store.sync silently: say what Redis really does.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		if w := rs.DurabilityWarning(ctx); w != "" {
+			log.Warn("store.sync and Redis persistence differ", "detail", w)
+		}
+		cancel()
 	}
 	eng, err := engine.New(cfg.Engine, st)
 	if err != nil {
