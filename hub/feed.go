@@ -3,6 +3,7 @@ package hub
 import (
 	"cmp"
 	"context"
+	"errors"
 	"slices"
 	"time"
 
@@ -35,6 +36,11 @@ func (h *Hub) runFeed(ctx context.Context, cursor uint64) {
 		next, err := h.pollFeed(ctx, cursor)
 		cursor = next
 		h.cursor.Store(cursor)
+		if errors.Is(err, store.ErrCursorAhead) {
+			// Not a failure to retry: the store's state is gone.
+			h.stateLost(ctx, cursor)
+			err = nil
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -90,7 +96,10 @@ func (h *Hub) pollFeed(ctx context.Context, cursor uint64) (uint64, error) {
 		if len(evs) == 0 {
 			return cursor, nil
 		}
-		if hasHole(cursor, evs) {
+		// After a wipe the first events read are the new incarnation's:
+		// the jump of their ids was announced when the state was found gone.
+		wasLost := h.lost.Load() && h.lost.Swap(false)
+		if hasHole(cursor, evs) && !wasLost {
 			h.announceDropped(ctx, cursor)
 		}
 		cursor = evs[len(evs)-1].ID
@@ -264,6 +273,37 @@ func hasHole(cursor uint64, evs []store.Event) bool {
 		next++
 	}
 	return false
+}
+
+// stateLost handles a store whose ids went back below the feed's cursor (a
+// wiped or restarted Redis, a replaced file): the events after the cursor
+// that this node had not read are gone, so every live stream is told with a
+// gap event, once, and delivery goes on with the store's new incarnation
+// (whose ids start above every old one, see store's Incarnations).
+func (h *Hub) stateLost(ctx context.Context, cursor uint64) {
+	if h.lost.Swap(true) {
+		return // announced already; waiting for the new incarnation's events
+	}
+	h.m.feedResets.Inc()
+	h.log.Warn("the store lost its events (wiped, restarted without persistence or replaced); "+
+		"sending gap events to every stream", "cursor", cursor)
+	keys := h.interest.keys()
+	var ret []store.Retention
+	for len(keys) > len(ret) {
+		chunk := keys[len(ret):min(len(keys), len(ret)+retentionChunk)]
+		r, err := h.st.Retention(ctx, chunk)
+		if err != nil {
+			r = make([]store.Retention, len(chunk)) // oldest unknown: "0"
+		}
+		ret = append(ret, r...)
+	}
+	gaps := make(map[string][]byte, len(keys))
+	for i, k := range keys {
+		gaps[k] = AppendGap(nil, keys[i:i+1], ret[i].Oldest)
+	}
+	for _, l := range *h.loops.Load() {
+		l.exec.Execute(func() { l.announce(gaps) })
+	}
 }
 
 // retentionChunk bounds the keys of one Retention call.

@@ -116,6 +116,7 @@ type Hub struct {
 	drainWake chan struct{} // the first of them starts the drain checks
 
 	cursor atomic.Uint64 // the feed reader's position, for tests and metrics
+	lost   atomic.Bool   // the store's state was found gone; its new incarnation not yet read
 }
 
 // New returns a hub that delivers the events of st. The caller owns st.

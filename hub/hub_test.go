@@ -188,10 +188,18 @@ func TestReplayOfNonReaderIsBounded(t *testing.T) {
 // bytes exceed MaxOutboundBytes, not when they equal it.
 func TestEvictionAtExactlyTheCap(t *testing.T) {
 	data := []byte("0123456789")
-	frame := len(AppendFrame(nil, 1, "", data)) // ids 1..9: same size
+	// Ids start from the clock (16 digits for centuries): every frame
+	// here has the size of the first.
+	st, err := store.OpenBunt(":memory:", store.Options{SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	next, _ := st.LastID(context.Background())
+	frame := len(AppendFrame(nil, next+1, "", data))
 	head := []byte("HEAD\n")
 	limit := len(head) + 3*frame
-	th := newTestHub(t, nil, 1, func(c *Config) { c.MaxOutboundBytes = limit })
+	th := newTestHub(t, st, 1, func(c *Config) { c.MaxOutboundBytes = limit })
 	s := th.open(0, Subscription{Keys: keys("k"), Head: head}, false)
 	for i := range 3 {
 		th.publish(store.Event{Key: "k", Data: data})
@@ -224,8 +232,8 @@ func TestCoalescedPokesReachOnce(t *testing.T) {
 // stream then receives every new event: an unknown id never filters.
 func TestUnknownIDGetsGapThenLive(t *testing.T) {
 	th := newTestHub(t, nil, 1, nil)
-	th.publish(store.Event{Key: "k", Data: []byte("1")}, store.Event{Key: "k", Data: []byte("2")})
-	s := th.open(0, Subscription{Keys: keys("k"), Resume: true, LastID: 1_000_000}, true)
+	old := th.publish(store.Event{Key: "k", Data: []byte("1")}, store.Event{Key: "k", Data: []byte("2")})
+	s := th.open(0, Subscription{Keys: keys("k"), Resume: true, LastID: old[1] + 1_000_000}, true)
 	waitUntil(t, "the gap", func() bool { return len(s.c.received()) >= 1 })
 	if ev := s.c.received()[0]; ev.name != "gap" || ev.hasID {
 		t.Fatalf("first event %+v, want a gap without id", ev)
@@ -389,5 +397,135 @@ func TestReplayHandsOverOnlyWhenCaughtUp(t *testing.T) {
 	})
 	if got := ids(s.c.received()); !slices.Equal(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
+	}
+}
+
+// laterStore opens an in-memory store whose clock runs an hour ahead: a
+// new incarnation whose ids start above every id handed out before, even
+// within the same millisecond (see store's Incarnations).
+func laterStore(t *testing.T) store.Store {
+	st, err := store.OpenBunt(":memory:", store.Options{SweepInterval: -1,
+		Now: func() time.Time { return time.Now().Add(time.Hour) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// TestResumeFromLostIncarnationGetsGap: a client resumes with an id that an
+// earlier incarnation of the store handed out (an in-memory server that
+// restarted): it is told with a gap, then gets what the new incarnation
+// holds and every new event.
+func TestResumeFromLostIncarnationGetsGap(t *testing.T) {
+	before, err := store.OpenBunt(":memory:", store.Options{SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := []store.Event{{Key: "k", Data: []byte("old")}}
+	if err := before.Append(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+	before.Close()
+	th := newTestHub(t, laterStore(t), 1, nil) // the restarted server's store
+	now := th.publish(store.Event{Key: "k", Data: []byte("new")})
+	s := th.open(0, Subscription{Keys: keys("k"), Resume: true, LastID: evs[0].ID}, true)
+	waitUntil(t, "the gap and the new event", func() bool { return len(s.c.received()) >= 2 })
+	got := s.c.received()
+	if got[0].name != "gap" || got[0].hasID || !got[1].hasID || got[1].id != now[0] {
+		t.Fatalf("got %+v, want a gap then event %d", got, now[0])
+	}
+}
+
+// wipingStore stands for a Redis that loses its state under a running
+// node: while wiped, the change feed answers ErrCursorAhead; then the store
+// is a new incarnation whose ids jump above the old ones.
+type wipingStore struct {
+	mu     sync.Mutex
+	cur    store.Store
+	wiped  bool
+	afters int // change-feed reads
+}
+
+func (s *wipingStore) reads() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.afters
+}
+
+func (s *wipingStore) get() (store.Store, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur, s.wiped
+}
+
+func (s *wipingStore) After(ctx context.Context, after uint64, limit int) ([]store.Event, error) {
+	s.mu.Lock()
+	s.afters++
+	s.mu.Unlock()
+	cur, wiped := s.get()
+	if wiped {
+		return nil, fmt.Errorf("%w: test", store.ErrCursorAhead)
+	}
+	return cur.After(ctx, after, limit)
+}
+func (s *wipingStore) Append(ctx context.Context, evs []store.Event) error {
+	cur, _ := s.get()
+	return cur.Append(ctx, evs)
+}
+func (s *wipingStore) Replay(ctx context.Context, keys []string, after uint64, limit int) ([]store.Event, error) {
+	cur, _ := s.get()
+	return cur.Replay(ctx, keys, after, limit)
+}
+func (s *wipingStore) Retention(ctx context.Context, keys []string) ([]store.Retention, error) {
+	cur, _ := s.get()
+	return cur.Retention(ctx, keys)
+}
+func (s *wipingStore) LastID(ctx context.Context) (uint64, error) {
+	cur, _ := s.get()
+	return cur.LastID(ctx)
+}
+func (s *wipingStore) Ping(ctx context.Context) error { cur, _ := s.get(); return cur.Ping(ctx) }
+func (s *wipingStore) Close() error                   { return nil }
+
+// TestStoreWipeAnnouncedOnceThenDelivered: when the store's state vanishes
+// under a running node, its live streams get one gap event (not one per
+// poll, and not a second one for the jump to the new ids), no store-error
+// backoff, and then every event of the store's new incarnation.
+func TestStoreWipeAnnouncedOnceThenDelivered(t *testing.T) {
+	inner, err := store.OpenBunt(":memory:", store.Options{SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	ws := &wipingStore{cur: inner}
+	th := newTestHub(t, ws, 1, nil)
+	s := th.open(0, Subscription{Keys: keys("k")}, true)
+	first := th.publish(store.Event{Key: "k", Data: []byte("before")})
+	waitUntil(t, "the first event", func() bool { return len(s.c.received()) >= 1 })
+	ws.mu.Lock()
+	ws.wiped = true
+	ws.mu.Unlock()
+	waitUntil(t, "the gap", func() bool { return len(s.c.received()) >= 2 })
+	from := ws.reads()
+	waitUntil(t, "several polls while wiped", func() bool { return ws.reads() >= from+3 })
+	wiped := th.h.m.feedResets.Get()
+	ws.mu.Lock()
+	ws.cur, ws.wiped = laterStore(t), false
+	ws.mu.Unlock()
+	after := th.publish(store.Event{Key: "k", Data: []byte("after")})
+	waitUntil(t, "the event after the wipe", func() bool { return len(ids(s.c.received())) >= 2 })
+	got := s.c.received()
+	gaps := 0
+	for _, ev := range got {
+		if ev.name == "gap" {
+			gaps++
+		}
+	}
+	if gaps != 1 || !slices.Equal(ids(got), []uint64{first[0], after[0]}) {
+		t.Fatalf("got %+v; want event %d, one gap, event %d", got, first[0], after[0])
+	}
+	if n := th.h.m.storeErr.Get(); n != 0 || wiped != 1 {
+		t.Fatalf("a wipe counted as %d store errors and %d resets; want 0 and 1", n, wiped)
 	}
 }

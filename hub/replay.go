@@ -105,22 +105,38 @@ func (l *Loop) readNext(s *Stream) {
 // readPage reads and encodes one page. Store worker.
 func (h *Hub) readPage(ctx context.Context, req pageReq) *page {
 	p := &page{gapMark: req.gapMark, last: req.after}
-	upTo, err := h.st.LastID(ctx)
+	var head store.Head
+	var err error
+	if hr, ok := h.st.(store.HeadReader); ok && req.first {
+		head, err = hr.Head(ctx)
+	} else {
+		head.LastID, err = h.st.LastID(ctx)
+	}
 	if err != nil {
 		return &page{err: err}
 	}
+	upTo := head.LastID
 	p.upTo = upTo
 	ret, err := h.st.Retention(ctx, req.keys)
 	if err != nil {
 		return &page{err: err}
 	}
 	after := req.after
-	if req.first && after > upTo {
+	switch {
+	case req.first && after > upTo:
 		// An id from the future: the store was wiped or replaced since the
 		// client got it. Say so, and start from what the store has.
 		p.gap = AppendGap(nil, req.keys, oldestOf(ret))
 		p.reset, after, p.last, p.gapMark = true, upTo, upTo, upTo
-	} else {
+	case req.first && after > 0 && after < head.Epoch:
+		// An id of an incarnation the store lost (an in-memory server
+		// restarted, a wiped Redis): whatever followed it is gone.
+		p.gap = AppendGap(nil, req.keys, oldestOf(ret))
+		p.gapMark = after
+		for _, r := range ret {
+			p.gapMark = max(p.gapMark, r.Dropped)
+		}
+	default:
 		p.gap = appendDropped(nil, req.keys, ret, after, &p.gapMark)
 	}
 	evs, err := h.st.Replay(ctx, req.keys, after, req.limit)
