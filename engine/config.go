@@ -26,9 +26,12 @@ type Config struct {
 	// ReusePort sets SO_REUSEPORT so that several processes can share Listen.
 	ReusePort bool `koanf:"reuseport"`
 	// Tick is the resolution of the per-loop timer wheels (heartbeats,
-	// request timeouts).
+	// request timeouts, token expiry): a timer fires less than one tick
+	// after its deadline. Each tick wakes every event loop, which is most
+	// of what an idle server costs, so it is as coarse as the timers allow:
+	// token expiry has one-second precision anyway.
 	Tick time.Duration `koanf:"tick"`
-	// Poll is how often the change feed is read when nothing woke the ticker.
+	// Poll is how often the change feed is read when nothing woke the feed reader.
 	// It bounds the latency of events written by other processes; triggers
 	// received by this process are delivered at once.
 	Poll time.Duration `koanf:"poll"`
@@ -136,7 +139,7 @@ var Options = []Option{
 	{Key: "listen", Default: ":8080", Help: "TCP address to serve on"},
 	{Key: "loops", Default: 0, ZeroAllowed: true, Help: "gnet event loops; 0 = one per usable core (GOMAXPROCS)"},
 	{Key: "reuseport", Default: false, Help: "set SO_REUSEPORT so that several sseloop processes share one port"},
-	{Key: "tick", Default: 100 * time.Millisecond, Help: "resolution of the timer wheels (heartbeats, request timeouts)"},
+	{Key: "tick", Default: time.Second, Help: "resolution of the timer wheels (heartbeats, request timeouts, token expiry)"},
 	{Key: "poll", Default: 100 * time.Millisecond, Help: "how often the change feed is read; bounds the latency of events written by other processes"},
 	{Key: "heartbeat", Default: 30 * time.Second, Help: `a stream silent this long gets a ":" comment so proxies keep it open`},
 	{Key: "retry", Default: 3 * time.Second, Help: `reconnection delay sent to clients in the "retry:" field`},
