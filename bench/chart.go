@@ -8,14 +8,15 @@ import (
 )
 
 // Chart draws an SVG with two panels: server memory per idle connection,
-// and fan-out latency percentiles, for sseloop and the baseline. Missing
+// and fan-out latency percentiles, one bar per server in results. Missing
 // scenarios leave their panel empty.
 func Chart(results []*Result) []byte {
 	const (
 		w, h     = 900, 420
 		top, bot = 60, 360
 	)
-	colors := map[string]string{ServerSseloop: "#2b8a3e", ServerBaseline: "#c92a2a"}
+	colors := map[string]string{ServerSseloop: "#2b8a3e", ServerBaseline: "#c92a2a", ServerMercure: "#1864ab", ServerMercureBolt: "#5f3dc4"}
+	servers := resultServers(results)
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", w, h, w, h)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
@@ -23,11 +24,11 @@ func Chart(results []*Result) []byte {
 	for _, r := range results {
 		conns = max(conns, r.Conns)
 	}
-	fmt.Fprintf(&b, `<text x="%d" y="24" font-size="16" text-anchor="middle">sseloop vs goroutine-per-connection baseline, %d connections</text>`+"\n", w/2, conns)
+	fmt.Fprintf(&b, `<text x="%d" y="24" font-size="16" text-anchor="middle">%s, %d connections</text>`+"\n", w/2, html.EscapeString(strings.Join(servers, " vs ")), conns)
 
 	// Legend.
-	for i, s := range []string{ServerSseloop, ServerBaseline} {
-		x := w - 200 + i*100
+	for i, s := range servers {
+		x := w - 100*len(servers) + i*100
 		fmt.Fprintf(&b, `<rect x="%d" y="36" width="12" height="12" fill="%s"/><text x="%d" y="46">%s</text>`+"\n", x, colors[s], x+16, s)
 	}
 
@@ -60,7 +61,7 @@ func Chart(results []*Result) []byte {
 	}
 
 	var mem []bar
-	for _, s := range []string{ServerSseloop, ServerBaseline} {
+	for _, s := range servers {
 		if r := find(results, s, ScenarioIdle); r != nil {
 			mem = append(mem, bar{s, s, r.RSSPerConn})
 		}
@@ -73,7 +74,7 @@ func Chart(results []*Result) []byte {
 		get  func(LatencyMS) float64
 	}{{"p50", func(l LatencyMS) float64 { return l.P50 }}, {"p90", func(l LatencyMS) float64 { return l.P90 }},
 		{"p99", func(l LatencyMS) float64 { return l.P99 }}, {"max", func(l LatencyMS) float64 { return l.Max }}} {
-		for _, s := range []string{ServerSseloop, ServerBaseline} {
+		for _, s := range servers {
 			if r := find(results, s, ScenarioFanout); r != nil {
 				lat = append(lat, bar{p.name, s, p.get(r.Latency)})
 			}
@@ -82,7 +83,7 @@ func Chart(results []*Result) []byte {
 	panel(360, 860, "fan-out latency (one key, all connections)", " ms", lat)
 
 	var notes []string
-	for _, s := range []string{ServerSseloop, ServerBaseline} {
+	for _, s := range servers {
 		if r := find(results, s, ScenarioThroughput); r != nil {
 			notes = append(notes, fmt.Sprintf("%s throughput: %s deliveries/s, lost %d", s, short(r.DeliveriesPerSecond), r.Lost))
 		}
