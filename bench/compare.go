@@ -334,6 +334,7 @@ func fFloat(v float64) string { return fmt.Sprintf("%.2f", v) }
 func metrics(scenario string) []metric {
 	common := []metric{
 		{"connected", func(r *Result) float64 { return float64(r.Connected) }, fInt, false},
+		{"host load avg", func(r *Result) float64 { return r.LoadAvg }, fFloat, false},
 	}
 	delivery := []metric{
 		{"events", func(r *Result) float64 { return float64(r.Events) }, fInt, false},
@@ -346,6 +347,7 @@ func metrics(scenario string) []metric {
 		{"latency p99 ms", func(r *Result) float64 { return r.Latency.P99 }, fMS, true},
 		{"latency p99.9 ms", func(r *Result) float64 { return r.Latency.P999 }, fMS, true},
 		{"latency max ms", func(r *Result) float64 { return r.Latency.Max }, fMS, true},
+		{"offered events/s", func(r *Result) float64 { return r.OfferedRate }, fFloat, false},
 		{"deliveries/s", func(r *Result) float64 { return r.DeliveriesPerSecond }, fInt, true},
 		{"server cpu s", func(r *Result) float64 { return r.CPUSeconds }, fFloat, true},
 		{"cpu us/delivery", func(r *Result) float64 { return r.CPUPerDelivery }, fFloat, true},

@@ -200,7 +200,11 @@ type Result struct {
 	ChurnDeliveries     int64            `json:"churn_deliveries,omitempty"`
 	Errors              map[string]int64 `json:"errors,omitempty"`
 	DurationSeconds     float64          `json:"duration_seconds"`
-	ServerLog           string           `json:"server_log,omitempty"`
+	// LoadAvg is the host's 1-minute load average when the run ended
+	// (0 if unknown): the server shares the machine, so a busy host
+	// shows up in latency and CPU.
+	LoadAvg   float64 `json:"load_avg,omitempty"`
+	ServerLog string  `json:"server_log,omitempty"`
 }
 
 // Run runs one scenario against a running server.
@@ -426,6 +430,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 		res.CPUPerDelivery = res.CPUSeconds * 1e6 / float64(res.DeliveriesReceived)
 	}
 	res.DurationSeconds = time.Since(began).Seconds()
+	res.LoadAvg = loadAvg()
 	return res, nil
 }
 

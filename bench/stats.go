@@ -161,6 +161,21 @@ func procCPU(pid int) (float64, error) {
 	return float64(ut+st) / clockTicks, nil
 }
 
+// loadAvg returns the 1-minute load average from /proc/loadavg, 0 if
+// unavailable.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
 // sumProc adds up a /proc reading over the server's processes.
 func sumProc[T int64 | float64](read func(int) (T, error), pid int, more []int) (T, error) {
 	var total T
