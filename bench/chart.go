@@ -12,11 +12,12 @@ import (
 // scenarios leave their panel empty.
 func Chart(results []*Result) []byte {
 	const (
-		w, h     = 900, 420
+		w        = 900
 		top, bot = 60, 360
 	)
 	colors := map[string]string{ServerSseloop: "#2b8a3e", ServerBaseline: "#c92a2a", ServerMercure: "#1864ab", ServerMercureBolt: "#5f3dc4"}
 	servers := resultServers(results)
+	h := bot + 40 + 16*len(servers) // one throughput note per server below the panels
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", w, h, w, h)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
@@ -55,7 +56,11 @@ func Chart(results []*Result) []byte {
 			bh := br.v / maxV * float64(bot-top-40)
 			x := float64(x0) + slot*float64(i) + slot*0.15
 			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`+"\n", x, float64(bot)-bh, slot*0.7, bh, colors[br.server])
-			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", x+slot*0.35, float64(bot)-bh-4, html.EscapeString(short(br.v)+unit))
+			label := short(br.v) + unit
+			if slot < 45 { // many bars: the unit is in the panel title
+				label = short(br.v)
+			}
+			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", x+slot*0.35, float64(bot)-bh-4, html.EscapeString(label))
 			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x+slot*0.35, bot+16, html.EscapeString(br.label))
 		}
 	}
@@ -80,7 +85,7 @@ func Chart(results []*Result) []byte {
 			}
 		}
 	}
-	panel(360, 860, "fan-out latency (one key, all connections)", " ms", lat)
+	panel(360, 860, "fan-out latency, ms (one key, all connections)", " ms", lat)
 
 	var notes []string
 	for _, s := range servers {
