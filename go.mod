@@ -15,6 +15,7 @@ require (
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/spf13/pflag v1.1.0
 	github.com/tidwall/buntdb v1.3.0
+	github.com/yosida95/uritemplate/v3 v3.0.2
 	golang.org/x/sys v0.48.0
 )
 

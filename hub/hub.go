@@ -105,6 +105,8 @@ type Hub struct {
 	loops   atomic.Pointer[[]*Loop] // copy-on-write snapshot
 
 	interest interest
+	tmpls    templates     // URI templates of Mercure streams (mercure.go)
+	mercN    atomic.Int64  // Mercure streams open on all loops
 	wake     chan struct{} // a local publish wakes the feed reader
 	deferred atomic.Bool   // the feed reader skipped a read because loops were busy
 
