@@ -48,6 +48,9 @@ type Engine struct {
 	cors *corsPolicy
 	src  *sources
 
+	merc  *mercureAuth // nil unless mercure.enabled
+	mcors *corsPolicy  // mercure.cors_origins
+
 	gnetEng gnet.Engine // set in OnBoot
 	addr    atomic.Pointer[net.TCPAddr]
 	ready   chan struct{}
@@ -113,6 +116,11 @@ func New(cfg Config, st store.Store) (*Engine, error) {
 	if len(cfg.Sources) > 0 {
 		e.src = newSources(cfg.Sources, cfg.Limits.MaxBodyBytes, e.m, e.log)
 		hcfg.Fill = e.src
+	}
+	if cfg.Mercure.Enabled {
+		if err := e.initMercure(); err != nil {
+			return nil, err
+		}
 	}
 	if e.hub, err = hub.New(hcfg, st); err != nil {
 		return nil, err

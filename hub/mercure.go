@@ -463,3 +463,16 @@ func (h *Hub) readMercurePage(ctx context.Context, req pageReq) *page {
 	}
 	return p
 }
+
+// MatchSelector reports whether the Mercure selector sel matches topic. It
+// compiles a template on every call: for one-off checks off the event
+// loop (a publisher's claim), not for delivery.
+func MatchSelector(sel, topic string) bool {
+	x := selector{s: sel}
+	if sel != "*" && isTemplate(sel) {
+		if tpl, err := uritemplate.New(sel); err == nil {
+			x.re = tpl.Regexp()
+		}
+	}
+	return x.match(topic)
+}
