@@ -80,3 +80,56 @@ func BenchmarkFeed(b *testing.B) {
 		}
 	}
 }
+
+// discardConn is a connection that drops what is written to it.
+type discardConn struct{ n int }
+
+func (c *discardConn) Write(b []byte) (int, error) { c.n += len(b); return len(b), nil }
+func (*discardConn) OutboundBuffered() int         { return 0 }
+func (*discardConn) Close() error                  { return nil }
+
+// BenchmarkMercureFanout measures one new event through the Mercure path
+// (encode once, try each distinct template once, fan out on one loop) with
+// subs Mercure streams spread over tmpls distinct URI templates. With
+// match=none no stream wants the event: the cost must depend on the
+// number of distinct templates, not on the number of streams. With
+// match=one the streams of one template get it.
+func BenchmarkMercureFanout(b *testing.B) {
+	for _, subs := range []int{100, 10000} {
+		for _, tmpls := range []int{1, 100} {
+			for _, match := range []string{"none", "one"} {
+				b.Run(fmt.Sprintf("subs=%d/templates=%d/match=%s", subs, tmpls, match), func(b *testing.B) {
+					st, err := store.OpenBunt(":memory:", store.Options{SweepInterval: -1})
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer st.Close()
+					h, err := New(Config{Tick: time.Second, Poll: time.Second, Heartbeat: time.Hour, MaxOutboundBytes: 1 << 30,
+						Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, st)
+					if err != nil {
+						b.Fatal(err)
+					}
+					l := h.NewLoop(inlineExec{})
+					for i := range subs {
+						s := &Stream{}
+						s.Init(&discardConn{}, l, func() {}, time.Hour)
+						l.Open(s, Subscription{Mercure: &MercureSub{
+							Topics: []string{fmt.Sprintf("https://example.com/t%d/{id}", i%tmpls)}}})
+					}
+					topic := "https://example.com/none/1"
+					if match == "one" {
+						topic = "https://example.com/t0/1"
+					}
+					evs := []store.Event{{Key: topic, Data: []byte(`{"stock":3}`), PubID: "urn:uuid:x"}}
+					b.ReportAllocs()
+					for b.Loop() {
+						evs[0].ID++
+						bt := &batch{}
+						h.encodeMercure(bt, evs)
+						l.fanoutMercure(bt)
+					}
+				})
+			}
+		}
+	}
+}
