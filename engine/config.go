@@ -145,8 +145,10 @@ type Mercure struct {
 	CORSOrigins []string `koanf:"cors_origins"`
 	// CookieName is the cookie holding a token.
 	CookieName string `koanf:"cookie_name"`
-	// Subscriptions enables the subscriptions API and subscription events.
-	// Not implemented yet: true is refused at start.
+	// Subscriptions enables the subscriptions API and subscription events
+	// (GET /.well-known/mercure/subscriptions...; private updates when a
+	// subscription starts and ends). The API lists this node's streams
+	// only.
 	Subscriptions bool `koanf:"subscriptions"`
 	// Heartbeat is the ":" comment interval of Mercure streams.
 	Heartbeat time.Duration `koanf:"heartbeat"`
@@ -254,9 +256,6 @@ func (c *Config) fillDefaults() error {
 		return fmt.Errorf("engine: %w", err)
 	}
 	option.FillZero(c, Options)
-	if c.Mercure.Subscriptions {
-		return errors.New("engine: mercure.subscriptions is not supported yet")
-	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

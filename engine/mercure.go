@@ -32,9 +32,10 @@ const (
 
 // mercureRoute serves a request under /.well-known/mercure.
 func (l *loop) mercureRoute(c *conn, req *httpparse.Request, body []byte) bool {
+	if l.e.cfg.Mercure.Subscriptions && (string(req.Path) == subscriptionsPath || hasPrefix(req.Path, subscriptionsPath+"/")) {
+		return l.mercureSubscriptions(c, req)
+	}
 	if string(req.Path) != mercurePath {
-		// The subscriptions API is not implemented (mercure.subscriptions
-		// is refused at start).
 		l.e.m.httpError(404)
 		l.write(c, errorResponse(404))
 		c.phase, c.closeReason = phaseClosing, reasonBadRequest
@@ -205,6 +206,9 @@ func (l *loop) openMercure(c *conn, topics []string, cl *mercureClaims, pos merc
 		if cl.ExpiresAt != nil {
 			exp = uint32(min(max(cl.ExpiresAt.Unix(), 1), math.MaxUint32))
 		}
+	}
+	if l.e.cfg.Mercure.Subscriptions {
+		l.prepareSubscriptionEvents(ms, cl)
 	}
 	l.hl.Open(&c.Stream, hub.Subscription{Head: l.out, Resume: pos.resume, LastID: pos.id, Expires: exp, Mercure: ms})
 	return true

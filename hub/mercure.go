@@ -47,6 +47,12 @@ type MercureSub struct {
 	Auth []string
 	// Heartbeat replaces the hub's Heartbeat for this stream; 0 = the hub's.
 	Heartbeat time.Duration
+	// ID and Payload are the owner's (the subscriptions API); the hub only
+	// keeps them for [Hub.MercureStreams].
+	ID      string
+	Payload []byte
+	// Left, if not nil, is called on the loop when the stream leaves.
+	Left func()
 }
 
 // selector is one topic selector, compiled.
@@ -150,6 +156,7 @@ func (ts *templates) snapshot() []*template {
 // Its selectors are read-only once built, so replay workers read them.
 type mstream struct {
 	s       *Stream
+	sub     *MercureSub
 	topics  []selector
 	auth    []selector
 	authAll bool
@@ -214,7 +221,7 @@ type mframe struct {
 
 func (l *Loop) joinMercure(s *Stream, sub *MercureSub) {
 	ts := &l.h.tmpls
-	m := &mstream{s: s, hb: sub.Heartbeat}
+	m := &mstream{s: s, sub: sub, hb: sub.Heartbeat}
 	if m.hb <= 0 {
 		m.hb = l.h.cfg.Heartbeat
 	}
@@ -291,7 +298,38 @@ func (l *Loop) leaveMercure(s *Stream) bool {
 		l.h.tmpls.release(m.auth[i])
 	}
 	l.h.mercN.Add(-1)
+	if m.sub.Left != nil {
+		m.sub.Left()
+	}
 	return true
+}
+
+// MercureStreams calls fn with the subscription of every open Mercure
+// stream, loop by loop, on each loop's goroutine (never two at once), and
+// returns once every loop has answered or ctx is done. It blocks: call it
+// from a worker, never from a loop. fn must not keep ms past its return
+// unless it copies what it needs.
+func (h *Hub) MercureStreams(ctx context.Context, fn func(ms *MercureSub)) error {
+	for _, l := range *h.loops.Load() {
+		done := make(chan struct{})
+		l.exec.Execute(func() {
+			defer close(done)
+			if l.merc == nil {
+				return
+			}
+			for s, m := range l.merc.streams {
+				if s.state == stateOpen {
+					fn(m.sub)
+				}
+			}
+		})
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // mercureOf returns the Mercure state of s, or nil for a native stream.
