@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"log/slog"
@@ -51,7 +52,7 @@ func startMercureServer(t *testing.T) string {
 	return "http://" + e.Addr().String()
 }
 
-func hs256(t *testing.T, claim map[string]any) string {
+func mercureHS256(t *testing.T, claim map[string]any) string {
 	t.Helper()
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"mercure": claim}).SignedString([]byte(mercureSecret))
 	if err != nil {
@@ -90,7 +91,7 @@ func TestMercurePrivateUpdateInBrowser(t *testing.T) {
 	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
 	defer cancelTimeout()
 
-	sub := hs256(t, map[string]any{"subscribe": []string{"https://example.com/users/7/{rest}"}})
+	sub := mercureHS256(t, map[string]any{"subscribe": []string{"https://example.com/users/7/{rest}"}})
 	const book = "https://example.com/books/1"
 	script := `document.cookie = "mercureAuthorization=` + sub + `; path=/";
 window.got = [];
@@ -117,7 +118,7 @@ true`
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Authorization", "Bearer "+hs256(t, map[string]any{"publish": []string{"*"}}))
+	req.Header.Set("Authorization", "Bearer "+mercureHS256(t, map[string]any{"publish": []string{"*"}}))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -135,4 +136,89 @@ true`
 	if len(evs) != 1 || evs[0].ID != "book-1-v2" || evs[0].Data != "only for user 7" {
 		t.Fatalf("page got %+v", evs)
 	}
+}
+
+// runMercureMigration runs README's migration example: sseloop started
+// with the documented environment (this snippet), and an app publishing
+// with the documented .env (mercure-symfony-env) exactly as
+// symfony/mercure does, to a subscriber on MERCURE_PUBLIC_URL's path.
+func runMercureMigration(t *testing.T, s snippet) {
+	env := dotenv(t, s.body)
+	app := map[string]string{}
+	for _, kv := range dotenv(t, findSnippet(t, "mercure-symfony-env").body) {
+		k, v, _ := strings.Cut(kv, "=")
+		app[k] = v
+	}
+	addr := startSseloop(t, env)
+	hubURL := strings.Replace(app["MERCURE_URL"], "127.0.0.1:8080", addr, 1)
+	public, err := url.Parse(app["MERCURE_PUBLIC_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	const topic = "https://example.com/books/1"
+	resp, err := http.Get("http://" + addr + public.Path + "?topic=" + url.QueryEscape(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("subscribe: %d", resp.StatusCode)
+	}
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"mercure": map[string]any{"publish": []string{"*"}}}).
+		SignedString([]byte(app["MERCURE_JWT_SECRET"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest("POST", hubURL, strings.NewReader("topic="+url.QueryEscape(topic)+"&data=a+b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	presp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := io.ReadAll(presp.Body)
+	presp.Body.Close()
+	if presp.StatusCode != 200 {
+		t.Fatalf("publish with the app's secret: %d %s", presp.StatusCode, id)
+	}
+	want := []string{"id: " + string(id), "data: a b"}
+	timeout := time.After(10 * time.Second)
+	for len(want) > 0 {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("stream ended, still waiting for %q", want)
+			}
+			if line == want[0] {
+				want = want[1:]
+			}
+		case <-timeout:
+			t.Fatalf("subscriber did not get %q", want)
+		}
+	}
+}
+
+// dotenv parses KEY=VALUE lines, dropping one level of quotes.
+func dotenv(t *testing.T, body string) []string {
+	t.Helper()
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(body), "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Fatalf("not KEY=VALUE: %q", line)
+		}
+		out = append(out, k+"="+strings.Trim(v, `'"`))
+	}
+	return out
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -91,56 +90,6 @@ func publishAsSymfony(t *testing.T, hubURL, jwtSecret string, form url.Values) s
 		t.Fatalf("publish: %d %q", resp.StatusCode, b)
 	}
 	return string(b)
-}
-
-// readmeBlock returns the lines of the n-th fenced block of lang after
-// heading in README.md.
-func readmeBlock(t *testing.T, heading, lang string) []string {
-	t.Helper()
-	b, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := strings.Cut(string(b), "\n"+heading+"\n")
-	if !ok {
-		t.Fatalf("README has no %q", heading)
-	}
-	_, rest, ok = strings.Cut(rest, "```"+lang+"\n")
-	if !ok {
-		t.Fatalf("README section %q has no %s block", heading, lang)
-	}
-	block, _, _ := strings.Cut(rest, "```")
-	return strings.Split(strings.TrimSpace(block), "\n")
-}
-
-func envValue(kv string) (string, string) {
-	k, v, _ := strings.Cut(kv, "=")
-	return k, strings.Trim(v, `'"`)
-}
-
-// TestReadmeMercureMigration runs the README's migration example: sseloop
-// started with the documented environment, and an app publishing with the
-// documented .env exactly as symfony/mercure does.
-func TestReadmeMercureMigration(t *testing.T) {
-	const heading = "## Migrating from the Mercure hub"
-	var env []string
-	for _, line := range readmeBlock(t, heading, "sh") {
-		k, v := envValue(line)
-		env = append(env, k+"="+v)
-	}
-	app := map[string]string{}
-	for _, line := range readmeBlock(t, heading, "dotenv") {
-		k, v := envValue(line)
-		app[k] = v
-	}
-	p := startProcessEnv(t, env)
-	hubURL := strings.Replace(app["MERCURE_URL"], "127.0.0.1:8080", p.addr, 1)
-	const topic = "https://example.com/books/1"
-	s := openMercure(t, p.addr, []string{topic})
-	id := publishAsSymfony(t, hubURL, app["MERCURE_JWT_SECRET"], url.Values{"topic": {topic}, "data": {`{"title":"a b"}`}})
-	if gotID, data := s.next(); gotID != id || data != `{"title":"a b"}` {
-		t.Fatalf("subscriber got %q %q, want %q", gotID, data, id)
-	}
 }
 
 // TestMercureThreeNodesOnRedis: three nodes on one redis-server are one
