@@ -1,6 +1,13 @@
 package engine
 
 import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -417,5 +424,69 @@ func TestMercureHeartbeatAndExpiry(t *testing.T) {
 	}
 	if string(b) != strings.Repeat(":\n", len(b)/2) || len(b) < 4 {
 		t.Errorf("stream body %q, want only \":\\n\" heartbeats", b)
+	}
+}
+
+// TestMercureKeyAlgorithms: publisher and subscriber keys are separate and
+// take the algorithms golang-jwt offers; a token of the other key or
+// algorithm is refused. The subscriber token comes in the authorization
+// query parameter here.
+func TestMercureKeyAlgorithms(t *testing.T) {
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edPub, edPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecKey, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemOf := func(pub any) string {
+		der, err := x509.MarshalPKIXPublicKey(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	}
+	tests := []struct {
+		alg    string
+		method jwt.SigningMethod
+		sign   any
+		pubPEM string
+	}{
+		{"RS256", jwt.SigningMethodRS256, rsaKey, pemOf(&rsaKey.PublicKey)},
+		{"ES384", jwt.SigningMethodES384, ecKey, pemOf(&ecKey.PublicKey)},
+		{"EdDSA", jwt.SigningMethodEdDSA, edPriv, pemOf(edPub)},
+		{"HS512", jwt.SigningMethodHS512, []byte(testSecret), testSecret},
+	}
+	for _, tt := range tests {
+		t.Run(tt.alg, func(t *testing.T) {
+			const subSecret = "subscriber-secret-0123456789abcdef"
+			s := mercureServer(t, func(m *Mercure) {
+				m.PublisherJWT = MercureJWT{Key: tt.pubPEM, Alg: tt.alg}
+				m.SubscriberJWT = MercureJWT{Key: subSecret, Alg: "HS384"}
+			})
+			exp := time.Now().Add(time.Hour).Unix()
+			sub := mint(t, jwt.SigningMethodHS384, []byte(subSecret), jwt.MapClaims{"exp": exp, "mercure": map[string]any{"subscribe": []string{"*"}}})
+			sse := openSSE(t, s.addr, topicQuery("k")+"&authorization="+sub)
+			if sse.Status != 200 {
+				t.Fatalf("subscribe with the query token: %d", sse.Status)
+			}
+			pub := mint(t, tt.method, tt.sign, jwt.MapClaims{"exp": exp, "mercure": map[string]any{"publish": []string{"*"}}})
+			form := url.Values{"topic": {"k"}, "data": {"x"}, "private": {"on"}}
+			if code, body := mercurePublish(t, s, form, "Authorization: Bearer "+sub); code != 401 {
+				t.Errorf("the subscriber key publishes: %d %s", code, body)
+			}
+			code, id := mercurePublish(t, s, form, "Authorization: Bearer "+pub)
+			if code != 200 {
+				t.Fatalf("publish %s: %d %s", tt.alg, code, id)
+			}
+			if ev := sse.nextM(); ev.ID != id {
+				t.Errorf("subscriber got %+v, want the private update %s", ev, id)
+			}
+		})
 	}
 }
