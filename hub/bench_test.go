@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"testing"
 	"time"
 
@@ -130,6 +131,45 @@ func BenchmarkMercureFanout(b *testing.B) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// BenchmarkMercureStreamMemory reports the heap a Mercure stream adds in
+// the hub (its selectors, sets and side state; not the connection's own
+// struct or buffers) for one exact topic and one shared URI template.
+func BenchmarkMercureStreamMemory(b *testing.B) {
+	st, err := store.OpenBunt(":memory:", store.Options{SweepInterval: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	h, err := New(Config{Tick: time.Second, Poll: time.Second, Heartbeat: time.Hour, MaxOutboundBytes: 1 << 30,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, st)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l := h.NewLoop(inlineExec{})
+	const n = 10000
+	streams := make([]Stream, n)
+	conn := &discardConn{}
+	for i := range streams {
+		streams[i].Init(conn, l, func() {}, time.Hour)
+	}
+	var before, after runtime.MemStats
+	for b.Loop() {
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := range streams {
+			l.Open(&streams[i], Subscription{Mercure: &MercureSub{
+				Topics: []string{fmt.Sprintf("https://example.com/users/%d", i), "https://example.com/books/{id}"}}})
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n, "B/stream")
+		for i := range streams {
+			l.Leave(&streams[i])
+			streams[i].state = stateIdle
 		}
 	}
 }
