@@ -161,6 +161,7 @@ type mstream struct {
 	auth    []selector
 	authAll bool
 	hb      time.Duration
+	nodes   []mnode // one per topic selector, in the loop's sets
 }
 
 // matches reports whether the stream may receive ev: Mercure's rule.
@@ -198,14 +199,28 @@ func (m *mstream) mayRead(f *mframe) bool {
 	return false
 }
 
-// mset is a set of Mercure streams.
-type mset map[*mstream]struct{}
+// mset is the Mercure streams of one selector on one loop: an intrusive
+// list of the nodes embedded in each stream's state, as keySet is for
+// native streams, so joining allocates only the set of a new selector and
+// leaving nothing.
+type mset struct {
+	sel  string
+	head *mnode
+	n    int
+}
+
+// mnode is one stream's membership of one mset.
+type mnode struct {
+	next, prev *mnode
+	m          *mstream
+	set        *mset
+}
 
 // mloop is a loop's Mercure streams, by selector.
 type mloop struct {
-	exact   map[string]mset // exact topic
-	tmpl    map[string]mset // URI template
-	all     mset            // "*"
+	exact   map[string]*mset // exact topic
+	tmpl    map[string]*mset // URI template
+	all     mset             // "*"
 	streams map[*Stream]*mstream
 }
 
@@ -236,41 +251,43 @@ func (l *Loop) joinMercure(s *Stream, sub *MercureSub) {
 	}
 	ml := l.merc
 	if ml == nil {
-		ml = &mloop{exact: map[string]mset{}, tmpl: map[string]mset{}, all: mset{}, streams: map[*Stream]*mstream{}}
+		ml = &mloop{exact: map[string]*mset{}, tmpl: map[string]*mset{}, all: mset{sel: "*"}, streams: map[*Stream]*mstream{}}
 		l.merc = ml
 	}
 	ml.streams[s] = m
+	// Selectors are distinct, so a stream is at most once in a set.
+	m.nodes = make([]mnode, len(m.topics))
 	for i := range m.topics {
 		sel := &m.topics[i]
+		var set *mset
 		switch {
 		case sel.s == "*":
-			ml.all[m] = struct{}{}
+			set = &ml.all
 		case sel.re != nil:
-			addTo(ml.tmpl, sel.s, m)
+			set = setOf(ml.tmpl, sel.s)
 		default:
-			addTo(ml.exact, sel.s, m)
+			set = setOf(ml.exact, sel.s)
 		}
+		u := &m.nodes[i]
+		u.m, u.set, u.next = m, set, set.head
+		if set.head != nil {
+			set.head.prev = u
+		}
+		set.head = u
+		set.n++
 	}
 	l.h.m.streams.Add(1)
 	l.h.mercN.Add(1)
 }
 
-func addTo(sets map[string]mset, k string, m *mstream) {
+// setOf returns the set of selector k, creating it.
+func setOf(sets map[string]*mset, k string) *mset {
 	set := sets[k]
 	if set == nil {
-		set = mset{}
+		set = &mset{sel: k}
 		sets[k] = set
 	}
-	set[m] = struct{}{}
-}
-
-func removeFrom(sets map[string]mset, k string, m *mstream) {
-	if set := sets[k]; set != nil {
-		delete(set, m)
-		if len(set) == 0 {
-			delete(sets, k)
-		}
-	}
+	return set
 }
 
 // leaveMercure removes s from the Mercure sets, if it is a Mercure stream.
@@ -284,15 +301,29 @@ func (l *Loop) leaveMercure(s *Stream) bool {
 		return false
 	}
 	delete(ml.streams, s)
-	delete(ml.all, m)
-	for i := range m.topics {
-		sel := m.topics[i]
-		if sel.re != nil {
-			removeFrom(ml.tmpl, sel.s, m)
+	for i := range m.nodes {
+		u := &m.nodes[i]
+		set := u.set
+		if u.prev != nil {
+			u.prev.next = u.next
 		} else {
-			removeFrom(ml.exact, sel.s, m)
+			set.head = u.next
 		}
-		l.h.tmpls.release(sel)
+		if u.next != nil {
+			u.next.prev = u.prev
+		}
+		u.next, u.prev = nil, nil
+		if set.n--; set.n == 0 && set != &ml.all {
+			if m.topics[i].re != nil {
+				delete(ml.tmpl, set.sel)
+			} else {
+				delete(ml.exact, set.sel)
+			}
+		}
+	}
+	m.nodes = nil
+	for i := range m.topics {
+		l.h.tmpls.release(m.topics[i])
 	}
 	for i := range m.auth {
 		l.h.tmpls.release(m.auth[i])
@@ -387,20 +418,28 @@ func (l *Loop) fanoutMercure(b *batch) {
 		for _, t := range f.tmpls {
 			l.deliverSet(ml.tmpl[t], f)
 		}
-		l.deliverSet(ml.all, f)
+		l.deliverSet(&ml.all, f)
 	}
 }
 
-func (l *Loop) deliverSet(set mset, f *mframe) {
-	for m := range set {
+func (l *Loop) deliverSet(set *mset, f *mframe) {
+	if set == nil {
+		return
+	}
+	for u := set.head; u != nil; {
+		// A failed write closes the stream at once (Leave unlinks its
+		// nodes), so take next first: it is another stream's node.
+		next := u.next
+		m := u.m
 		s := m.s
-		if s.state != stateOpen || s.replay != nil || f.id <= s.lastID {
-			continue // closed, replaying (it reads f from the store), or has f already
+		switch {
+		case s.state != stateOpen || s.replay != nil || f.id <= s.lastID:
+			// closed, replaying (it reads f from the store), or has f already
+		case f.private && !m.mayRead(f):
+		default:
+			l.send(s, f.b, f.id, 1)
 		}
-		if f.private && !m.mayRead(f) {
-			continue
-		}
-		l.send(s, f.b, f.id, 1)
+		u = next
 	}
 }
 

@@ -85,7 +85,7 @@ func TestMercureRegistryReleased(t *testing.T) {
 	if n := len(th.h.tmpls.snapshot()); n != 0 || th.h.mercN.Load() != 0 {
 		t.Fatalf("after close: %d templates, %d Mercure streams; want none", n, th.h.mercN.Load())
 	}
-	if ml := th.loops[0].hl.merc; len(ml.exact)+len(ml.tmpl)+len(ml.all)+len(ml.streams) != 0 {
+	if ml := th.loops[0].hl.merc; len(ml.exact)+len(ml.tmpl)+ml.all.n+len(ml.streams) != 0 || ml.all.head != nil {
 		t.Fatalf("loop still holds Mercure sets: %+v", ml)
 	}
 }
