@@ -14,6 +14,10 @@
 // the hub's appender (store.Append) → Publication.Done → loop.finish (the
 // HTTP answer). The hub's feed reader then reads the new events and each
 // loop's fan-out writes them to its streams (hub/feed.go, hub/loop.go).
+//
+// With mercure.enabled the Mercure protocol is served under
+// /.well-known/mercure (mercure.go, mercure_auth.go, mercure_subs.go) on
+// the same hub, store and ids.
 package engine
 
 import (

@@ -20,7 +20,9 @@
 // feed reader; the feed reader reads the change feed after its cursor (one
 // store call), encodes every event some loop has a subscriber for once
 // ([batch]), and hands each loop one task that writes the shared bytes to
-// that loop's subscribers (Loop.fanout).
+// that loop's subscribers (Loop.fanout). Mercure streams (topic selectors,
+// private updates, the Mercure frame format) ride the same feed: see
+// mercure.go.
 package hub
 
 import (
