@@ -508,15 +508,28 @@ func appendDataLines(dst, data []byte) []byte {
 // Store worker.
 func (h *Hub) readMercurePage(ctx context.Context, req pageReq) *page {
 	p := &page{gapMark: req.gapMark, last: req.after}
-	upTo, err := h.st.LastID(ctx)
+	var head store.Head
+	var err error
+	if hr, ok := h.st.(store.HeadReader); ok && req.first {
+		head, err = hr.Head(ctx)
+	} else {
+		head.LastID, err = h.st.LastID(ctx)
+	}
 	if err != nil {
 		return &page{err: err}
 	}
+	upTo := head.LastID
 	p.upTo = upTo
 	after := req.after
-	if req.first && after > upTo {
+	switch {
+	case req.first && after > upTo:
+		// An id from the future (the store was wiped or replaced): say so
+		// and go on from what the store has, as key replays do.
 		p.gap = AppendGap(nil, nil, 0)
 		p.reset, after, p.last, p.gapMark = true, upTo, upTo, upTo
+	case req.first && after > 0 && after < head.Epoch:
+		// An id of an incarnation the store lost: what followed it is gone.
+		p.gap = AppendGap(nil, nil, 0)
 	}
 	evs, err := h.st.After(ctx, after, req.limit)
 	if err != nil {

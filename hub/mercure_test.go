@@ -152,3 +152,20 @@ func TestAppendMercureFrame(t *testing.T) {
 		})
 	}
 }
+
+// TestMercureUnknownIDGetsGapThenLive: a Mercure stream resuming from an
+// id newer than the store's (a wiped store) gets a gap, then live events.
+func TestMercureUnknownIDGetsGapThenLive(t *testing.T) {
+	th := newTestHub(t, nil, 1, nil)
+	last := th.publish(store.Event{Key: "k", Data: []byte("1")})[0]
+	s := th.open(0, Subscription{Resume: true, LastID: last + 1000, Mercure: &MercureSub{Topics: []string{"k"}}}, true)
+	waitUntil(t, "the gap", func() bool { return len(s.c.received()) >= 1 })
+	if ev := s.c.received()[0]; ev.name != "gap" || ev.hasID {
+		t.Fatalf("first event %+v, want a gap without id", ev)
+	}
+	live := th.publish(store.Event{Key: "k", Data: []byte("2")})
+	waitUntil(t, "the live event", func() bool { return len(ids(s.c.received())) >= 1 })
+	if g := ids(s.c.received()); !slices.Equal(g, live) {
+		t.Fatalf("got %v, want %v", g, live)
+	}
+}
