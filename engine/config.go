@@ -47,6 +47,11 @@ type Config struct {
 	// CORS lets pages of other origins subscribe and trigger.
 	CORS CORS `koanf:"cors"`
 
+	// Mercure serves the Mercure protocol under /.well-known/mercure, on
+	// the same store and hub as the native routes (see README.md,
+	// "Migrating from the Mercure hub"). Off by default.
+	Mercure Mercure `koanf:"mercure"`
+
 	// Sources fetch the data of pokes from the app, once per change (see
 	// Source). Configured in the file only: a list of {pattern, url,
 	// headers, timeout}.
@@ -118,6 +123,45 @@ type Auth struct {
 	PublishKeys []string `koanf:"publish_keys"`
 }
 
+// Mercure configures the Mercure hub routes. Each field is the Caddyfile
+// directive of the Mercure hub with the same name.
+type Mercure struct {
+	// Enabled serves GET and POST /.well-known/mercure.
+	Enabled bool `koanf:"enabled"`
+	// PublisherJWT verifies publishers' tokens (publisher_jwt KEY ALG).
+	// Without it only loopback clients may publish.
+	PublisherJWT MercureJWT `koanf:"publisher_jwt"`
+	// SubscriberJWT verifies subscribers' tokens (subscriber_jwt KEY ALG).
+	// Without it every subscriber is anonymous: public updates only.
+	SubscriberJWT MercureJWT `koanf:"subscriber_jwt"`
+	// Anonymous lets subscribers without a token in when SubscriberJWT is
+	// set (they get public updates only).
+	Anonymous bool `koanf:"anonymous"`
+	// PublishOrigins are the origins allowed to publish with the cookie
+	// ("*" = all; a pattern may hold one "*"). Empty = no cookie publishing.
+	PublishOrigins []string `koanf:"publish_origins"`
+	// CORSOrigins are the origins whose pages may use the Mercure routes
+	// (with credentials); "*" = all, without credentials. Empty = none.
+	CORSOrigins []string `koanf:"cors_origins"`
+	// CookieName is the cookie holding a token.
+	CookieName string `koanf:"cookie_name"`
+	// Subscriptions enables the subscriptions API and subscription events
+	// (GET /.well-known/mercure/subscriptions...; private updates when a
+	// subscription starts and ends). The API lists this node's streams
+	// only.
+	Subscriptions bool `koanf:"subscriptions"`
+	// Heartbeat is the ":" comment interval of Mercure streams.
+	Heartbeat time.Duration `koanf:"heartbeat"`
+}
+
+// MercureJWT is a JWT verification key and its algorithm.
+type MercureJWT struct {
+	// Key is the HMAC secret, or the PEM public key (RS*, PS*, ES*, EdDSA).
+	Key string `koanf:"key"`
+	// Alg is the algorithm.
+	Alg string `koanf:"alg"`
+}
+
 // CORS configures cross-origin access to streams and triggers.
 type CORS struct {
 	// AllowedOrigins are the origins (scheme://host[:port]) whose pages may
@@ -163,6 +207,18 @@ var Options = []Option{
 
 	{Key: "cors.allowed_origins", Default: []string{}, ZeroAllowed: true, Help: `origins whose pages may read streams and trigger; "*" = any, without credentials`},
 	{Key: "cors.max_age", Default: 10 * time.Minute, Help: "how long a browser may cache a preflight answer"},
+
+	{Key: "mercure.enabled", Default: false, Help: "serve the Mercure protocol under /.well-known/mercure"},
+	{Key: "mercure.publisher_jwt.key", Default: "", ZeroAllowed: true, Help: `publishers' JWT key: HMAC secret or PEM public key (secret); "" = loopback-only publishing`},
+	{Key: "mercure.publisher_jwt.alg", Default: "HS256", Help: "publishers' JWT algorithm: HS256/384/512, RS*, PS*, ES*, EdDSA"},
+	{Key: "mercure.subscriber_jwt.key", Default: "", ZeroAllowed: true, Help: `subscribers' JWT key (secret); "" = every subscriber is anonymous`},
+	{Key: "mercure.subscriber_jwt.alg", Default: "HS256", Help: "subscribers' JWT algorithm"},
+	{Key: "mercure.anonymous", Default: false, Help: "with subscriber_jwt, let subscribers without a token get public updates"},
+	{Key: "mercure.publish_origins", Default: []string{}, ZeroAllowed: true, Help: `origins that may publish with the cookie; "*" = all`},
+	{Key: "mercure.cors_origins", Default: []string{}, ZeroAllowed: true, Help: `origins whose pages may use the Mercure routes; "*" = all, without credentials`},
+	{Key: "mercure.cookie_name", Default: "mercureAuthorization", Help: "cookie that may carry a Mercure token"},
+	{Key: "mercure.subscriptions", Default: false, Help: "subscription events and the subscriptions API"},
+	{Key: "mercure.heartbeat", Default: 40 * time.Second, Help: `a Mercure stream silent this long gets a ":" comment`},
 
 	{Key: "sources", Default: []Source{}, ZeroAllowed: true, Help: "data sources fetched once per poke (file only)"},
 }

@@ -14,6 +14,10 @@
 // the hub's appender (store.Append) → Publication.Done → loop.finish (the
 // HTTP answer). The hub's feed reader then reads the new events and each
 // loop's fan-out writes them to its streams (hub/feed.go, hub/loop.go).
+//
+// With mercure.enabled the Mercure protocol is served under
+// /.well-known/mercure (mercure.go, mercure_auth.go, mercure_subs.go) on
+// the same hub, store and ids.
 package engine
 
 import (
@@ -47,6 +51,9 @@ type Engine struct {
 	auth *authenticator
 	cors *corsPolicy
 	src  *sources
+
+	merc  *mercureAuth // nil unless mercure.enabled
+	mcors *corsPolicy  // mercure.cors_origins
 
 	gnetEng gnet.Engine // set in OnBoot
 	addr    atomic.Pointer[net.TCPAddr]
@@ -113,6 +120,11 @@ func New(cfg Config, st store.Store) (*Engine, error) {
 	if len(cfg.Sources) > 0 {
 		e.src = newSources(cfg.Sources, cfg.Limits.MaxBodyBytes, e.m, e.log)
 		hcfg.Fill = e.src
+	}
+	if cfg.Mercure.Enabled {
+		if err := e.initMercure(); err != nil {
+			return nil, err
+		}
 	}
 	if e.hub, err = hub.New(hcfg, st); err != nil {
 		return nil, err

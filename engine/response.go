@@ -20,6 +20,8 @@ type response struct {
 	// stream starts an event stream: no Content-Length, the body is the
 	// first bytes of the stream.
 	stream bool
+	// mercure: a stream with the Mercure hub's cache headers.
+	mercure bool
 }
 
 // appendTo appends the rendered response to dst.
@@ -35,6 +37,9 @@ func (r *response) appendTo(dst []byte) []byte {
 		dst = append(dst, "\r\n"...)
 	}
 	switch {
+	case r.stream && r.mercure:
+		dst = append(dst, "Cache-Control: private, no-cache, no-store, must-revalidate, max-age=0\r\n"+
+			"Pragma: no-cache\r\nExpire: 0\r\nConnection: keep-alive\r\nX-Accel-Buffering: no\r\n"...)
 	case r.stream:
 		// X-Accel-Buffering: nginx passes the stream through unbuffered.
 		dst = append(dst, "Cache-Control: no-cache\r\nConnection: keep-alive\r\nX-Accel-Buffering: no\r\n"...)

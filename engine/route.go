@@ -34,6 +34,9 @@ func (l *loop) route(c *conn, req *httpparse.Request, body []byte) (keep bool) {
 			return l.methodNotAllowed(c, "POST, OPTIONS")
 		}
 		return l.trigger(c, req, body)
+	case l.e.merc != nil && hasPrefix(path, mercurePath) &&
+		(len(path) == len(mercurePath) || path[len(mercurePath)] == '/'):
+		return l.mercureRoute(c, req, body)
 	case string(path) == "/":
 		if !get {
 			return l.methodNotAllowed(c, "GET")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"testing"
 	"time"
 
@@ -77,6 +78,98 @@ func BenchmarkFeed(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// discardConn is a connection that drops what is written to it.
+type discardConn struct{ n int }
+
+func (c *discardConn) Write(b []byte) (int, error) { c.n += len(b); return len(b), nil }
+func (*discardConn) OutboundBuffered() int         { return 0 }
+func (*discardConn) Close() error                  { return nil }
+
+// BenchmarkMercureFanout measures one new event through the Mercure path
+// (encode once, try each distinct template once, fan out on one loop) with
+// subs Mercure streams spread over tmpls distinct URI templates. With
+// match=none no stream wants the event: the cost must depend on the
+// number of distinct templates, not on the number of streams. With
+// match=one the streams of one template get it.
+func BenchmarkMercureFanout(b *testing.B) {
+	for _, subs := range []int{100, 10000} {
+		for _, tmpls := range []int{1, 100} {
+			for _, match := range []string{"none", "one"} {
+				b.Run(fmt.Sprintf("subs=%d/templates=%d/match=%s", subs, tmpls, match), func(b *testing.B) {
+					st, err := store.OpenBunt(":memory:", store.Options{SweepInterval: -1})
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer st.Close()
+					h, err := New(Config{Tick: time.Second, Poll: time.Second, Heartbeat: time.Hour, MaxOutboundBytes: 1 << 30,
+						Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, st)
+					if err != nil {
+						b.Fatal(err)
+					}
+					l := h.NewLoop(inlineExec{})
+					for i := range subs {
+						s := &Stream{}
+						s.Init(&discardConn{}, l, func() {}, time.Hour)
+						l.Open(s, Subscription{Mercure: &MercureSub{
+							Topics: []string{fmt.Sprintf("https://example.com/t%d/{id}", i%tmpls)}}})
+					}
+					topic := "https://example.com/none/1"
+					if match == "one" {
+						topic = "https://example.com/t0/1"
+					}
+					evs := []store.Event{{Key: topic, Data: []byte(`{"stock":3}`), PubID: "urn:uuid:x"}}
+					b.ReportAllocs()
+					for b.Loop() {
+						evs[0].ID++
+						bt := &batch{}
+						h.encodeMercure(bt, evs)
+						l.fanoutMercure(bt)
+					}
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkMercureStreamMemory reports the heap a Mercure stream adds in
+// the hub (its selectors, sets and side state; not the connection's own
+// struct or buffers) for one exact topic and one shared URI template.
+func BenchmarkMercureStreamMemory(b *testing.B) {
+	st, err := store.OpenBunt(":memory:", store.Options{SweepInterval: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	h, err := New(Config{Tick: time.Second, Poll: time.Second, Heartbeat: time.Hour, MaxOutboundBytes: 1 << 30,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, st)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l := h.NewLoop(inlineExec{})
+	const n = 10000
+	streams := make([]Stream, n)
+	conn := &discardConn{}
+	for i := range streams {
+		streams[i].Init(conn, l, func() {}, time.Hour)
+	}
+	var before, after runtime.MemStats
+	for b.Loop() {
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := range streams {
+			l.Open(&streams[i], Subscription{Mercure: &MercureSub{
+				Topics: []string{fmt.Sprintf("https://example.com/users/%d", i), "https://example.com/books/{id}"}}})
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n, "B/stream")
+		for i := range streams {
+			l.Leave(&streams[i])
+			streams[i].state = stateIdle
 		}
 	}
 }

@@ -109,6 +109,7 @@ func (h *Hub) pollFeed(ctx context.Context, cursor uint64) (uint64, error) {
 			// must still learn that the feed moved past them.
 			b = &batch{}
 		}
+		h.encodeMercure(b, evs)
 		b.upTo = cursor
 		h.dispatch(b)
 		if len(evs) < feedPage {
@@ -143,6 +144,7 @@ type batch struct {
 	upTo   uint64   // the feed position after this batch
 	groups []group  // one per key, in order of first appearance
 	order  []*frame // every frame, in id order
+	merc   []mframe // Mercure frames of every event, in id order (mercure.go)
 }
 
 type group struct {
@@ -169,8 +171,8 @@ func (h *Hub) encode(evs []store.Event) *batch {
 	h.interest.mu.RLock()
 	for i := range evs {
 		k := evs[i].Key
-		if h.interest.m[k] == 0 {
-			continue
+		if h.interest.m[k] == 0 || evs[i].Private {
+			continue // private Mercure events are for Mercure streams only
 		}
 		if groupOf == nil {
 			groupOf = make(map[string]int)

@@ -20,7 +20,9 @@
 // feed reader; the feed reader reads the change feed after its cursor (one
 // store call), encodes every event some loop has a subscriber for once
 // ([batch]), and hands each loop one task that writes the shared bytes to
-// that loop's subscribers (Loop.fanout).
+// that loop's subscribers (Loop.fanout). Mercure streams (topic selectors,
+// private updates, the Mercure frame format) ride the same feed: see
+// mercure.go.
 package hub
 
 import (
@@ -105,6 +107,8 @@ type Hub struct {
 	loops   atomic.Pointer[[]*Loop] // copy-on-write snapshot
 
 	interest interest
+	tmpls    templates     // URI templates of Mercure streams (mercure.go)
+	mercN    atomic.Int64  // Mercure streams open on all loops
 	wake     chan struct{} // a local publish wakes the feed reader
 	deferred atomic.Bool   // the feed reader skipped a read because loops were busy
 

@@ -17,6 +17,7 @@ type Loop struct {
 	wheel *timerwheel.Wheel
 	now   int64 // loop clock in unix nanoseconds, refreshed by every task
 	sets  map[string]*keySet
+	merc  *mloop // Mercure streams (mercure.go); nil until the first
 
 	// seen is the feed position of the newest batch fanned out here: every
 	// event up to it was offered to this loop's live streams. A replay
@@ -201,6 +202,9 @@ type Subscription struct {
 	LastID uint64
 	// Expires is when the stream's token expires, unix seconds; 0 = never.
 	Expires uint32
+	// Mercure, if not nil, makes the stream a Mercure stream of these
+	// selectors (Keys is then ignored): see mercure.go.
+	Mercure *MercureSub
 }
 
 // Open turns s into an event stream: it joins the subscriber sets of
@@ -211,13 +215,24 @@ func (l *Loop) Open(s *Stream, sub Subscription) {
 	s.state = stateOpen
 	s.lastID = sub.LastID
 	s.expires = sub.Expires
-	l.join(s, sub.Keys)
+	hb := l.h.cfg.Heartbeat
+	if sub.Mercure != nil {
+		l.joinMercure(s, sub.Mercure)
+		hb = l.merc.streams[s].hb
+	} else {
+		l.join(s, sub.Keys)
+	}
 	l.write(s, sub.Head)
 	// The first heartbeat comes after a random part of the interval, so
 	// that streams opened together (a reconnect storm after a restart) do
 	// not all get their comment in the same tick ever after.
-	hb := l.h.cfg.Heartbeat
 	l.armStream(s, hb/2+time.Duration(rand.Int64N(int64(hb/2)+1)))
+	if sub.Mercure != nil {
+		if sub.Resume {
+			l.startMercureReplay(s, sub.LastID)
+		}
+		return
+	}
 	if sub.Resume {
 		keys := make([]string, len(sub.Keys))
 		for i, k := range sub.Keys {
@@ -258,6 +273,9 @@ func (l *Loop) Leave(s *Stream) {
 		l.h.m.streams.Add(-1)
 	}
 	s.state = stateLeft
+	if s.subs == nil {
+		l.leaveMercure(s)
+	}
 	for i := range s.subs {
 		u := &s.subs[i]
 		ks := u.ks
@@ -305,12 +323,15 @@ func (l *Loop) Fire(s *Stream) {
 		l.close(s, ReasonTokenExpired)
 		return
 	}
-	hb := l.h.cfg.Heartbeat
+	hb, comment := l.h.cfg.Heartbeat, heartbeatComment
+	if m := l.mercureOf(s); m != nil {
+		hb, comment = m.hb, mercureHeartbeat
+	}
 	if quiet := time.Duration(l.now - s.lastWrite); quiet < hb {
 		l.armStream(s, hb-quiet)
 		return
 	}
-	l.write(s, heartbeatComment)
+	l.write(s, comment)
 	l.heartbeats++
 	l.checkOutbound(s)
 	if s.state == stateOpen {
@@ -404,6 +425,7 @@ func (l *Loop) fanout(b *batch) {
 			u = next
 		}
 	}
+	l.fanoutMercure(b)
 	if multi {
 		// Streams of several keys get their frames one by one in id order,
 		// which Last-Event-ID needs.

@@ -37,13 +37,14 @@ import (
 //     silently filters what comes next.
 type replay struct {
 	keys    []string
-	after   uint64 // the next page starts after this id
-	gapMark uint64 // the highest Dropped already announced
-	first   bool   // no page read yet
-	reading bool   // a page read is on a worker
-	waiting bool   // in the loop's waiting list
-	limit   int    // events per page, adapted to their size
-	page    *page  // read, not yet wholly written
+	after   uint64   // the next page starts after this id
+	gapMark uint64   // the highest Dropped already announced
+	first   bool     // no page read yet
+	reading bool     // a page read is on a worker
+	waiting bool     // in the loop's waiting list
+	limit   int      // events per page, adapted to their size
+	page    *page    // read, not yet wholly written
+	merc    *mstream // a Mercure stream: read the feed, filtered (mercure.go)
 }
 
 // page is one read of a replay, encoded on the worker.
@@ -82,14 +83,25 @@ type pageReq struct {
 	limit          int
 	first          bool
 	pageBytes      int
+	merc           *mstream
 }
+
+// startMercureReplay starts the replay of Mercure stream s after lastID.
+func (l *Loop) startMercureReplay(s *Stream, lastID uint64) {
+	s.replay = &replay{after: lastID, gapMark: lastID, first: true, limit: firstMercurePage, merc: l.merc.streams[s]}
+	l.readNext(s)
+}
+
+// firstMercurePage is the first page of a Mercure replay, in events read:
+// they are filtered after the read, so a page of one could match nothing.
+const firstMercurePage = 64
 
 // readNext reads s's next page on a store worker.
 func (l *Loop) readNext(s *Stream) {
 	r := s.replay
 	r.reading = true
 	req := pageReq{keys: r.keys, after: r.after, gapMark: r.gapMark, limit: r.limit, first: r.first,
-		pageBytes: l.h.cfg.MaxOutboundBytes / 4}
+		pageBytes: l.h.cfg.MaxOutboundBytes / 4, merc: r.merc}
 	r.first = false
 	h := l.h
 	ok := h.Go(func(ctx context.Context) {
@@ -104,6 +116,9 @@ func (l *Loop) readNext(s *Stream) {
 
 // readPage reads and encodes one page. Store worker.
 func (h *Hub) readPage(ctx context.Context, req pageReq) *page {
+	if req.merc != nil {
+		return h.readMercurePage(ctx, req)
+	}
 	p := &page{gapMark: req.gapMark, last: req.after}
 	var head store.Head
 	var err error
@@ -147,14 +162,17 @@ func (h *Hub) readPage(ctx context.Context, req pageReq) *page {
 	if i := slices.IndexFunc(evs, func(ev store.Event) bool { return ev.ID > upTo }); i >= 0 {
 		evs, p.full = evs[:i], true // committed after the read began: next page
 	}
+	if len(evs) > 0 {
+		p.last = evs[len(evs)-1].ID
+	}
 	var poke []byte
 	for i := range evs {
+		if evs[i].Private {
+			continue // private Mercure events are for Mercure streams only
+		}
 		p.buf = appendEventFrame(p.buf, &evs[i], &poke)
 		p.ends = append(p.ends, len(p.buf))
 		p.ids = append(p.ids, evs[i].ID)
-	}
-	if len(evs) > 0 {
-		p.last = evs[len(evs)-1].ID
 	}
 	return p
 }
@@ -214,6 +232,8 @@ func (l *Loop) onPage(s *Stream, r *replay, p *page) {
 	if n := len(p.ids); n > 0 {
 		per := max(len(p.buf)/n, 1)
 		r.limit = min(max(l.h.cfg.MaxOutboundBytes/4/per, 1), 4*r.limit, maxPageEvents)
+	} else if r.merc != nil {
+		r.limit = min(4*r.limit, maxPageEvents) // nothing matched: read further
 	}
 	r.page = p
 	l.writePage(s, r)

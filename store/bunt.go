@@ -658,6 +658,11 @@ func (b *Bunt) appendTx(tx *buntdb.Tx, evs []Event) (uint64, error) {
 		if _, _, err := tx.Set(indexKey(ev.Key, id), string(binary.AppendUvarint(vbuf[:0], prev)), nil); err != nil {
 			return 0, err
 		}
+		if ev.PubID != "" {
+			if _, _, err := tx.Set(pubKeyBunt(ev.PubID), encodeUvarint(id), nil); err != nil {
+				return 0, err
+			}
+		}
 	}
 	for i := range ks {
 		ka := &ks[i]
@@ -720,7 +725,7 @@ func (b *Bunt) trim(tx *buntdb.Tx, key string, n int) (int, uint64, error) {
 		if err := deleteIfExists(tx, k); err != nil {
 			return 0, 0, err
 		}
-		if err := deleteIfExists(tx, logKey(id)); err != nil {
+		if err := deleteLog(tx, id); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -836,7 +841,11 @@ func finish(evs []Event) []Event {
 	for i := range evs {
 		r, _ := decodeEvent(evs[i].Key)
 		evs[i].Key, strs = strs[:len(r.key)], strs[len(r.key):]
-		evs[i].Name, strs = strs[:len(r.name)], strs[len(r.name):]
+		var slot string
+		slot, strs = strs[:len(r.name)], strs[len(r.name):]
+		if !setNameSlot(&evs[i], slot) {
+			evs[i].Name = "" // damaged Mercure fields (records are checked elsewhere)
+		}
 		if len(r.data) > 0 {
 			start := len(data)
 			data = append(data, r.data...)
@@ -1121,7 +1130,7 @@ func (b *Bunt) sweepTx(tx *buntdb.Tx) (int, error) {
 	}
 	perKey := make(map[string]*keySweep)
 	for _, v := range victims {
-		if err := deleteIfExists(tx, logKey(v.id)); err != nil {
+		if err := deleteLog(tx, v.id); err != nil {
 			return 0, err
 		}
 		if err := deleteIfExists(tx, indexKey(v.key, v.id)); err != nil {

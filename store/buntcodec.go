@@ -7,6 +7,7 @@ import "encoding/binary"
 const (
 	prefixLog   = 'e'
 	prefixIndex = 'k'
+	prefixPub   = 'p' // PubID index: 'p' pubID -> uvarint(id), see IDResolver
 
 	logFirst = "e" // lowest possible log key
 	logEnd   = "f" // first key after the log
@@ -93,8 +94,9 @@ func metaKey(key string) string { return "m" + key }
 func appendEvent(dst []byte, ev *Event) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(ev.Key)))
 	dst = append(dst, ev.Key...)
-	dst = binary.AppendUvarint(dst, uint64(len(ev.Name)))
-	dst = append(dst, ev.Name...)
+	name := nameSlot(ev) // the name, or the name and the Mercure fields (ext.go)
+	dst = binary.AppendUvarint(dst, uint64(len(name)))
+	dst = append(dst, name...)
 	dst = binary.AppendVarint(dst, ev.Time)
 	return append(dst, ev.Data...)
 }

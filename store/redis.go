@@ -336,7 +336,7 @@ func (r *Redis) Append(ctx context.Context, evs []Event) error {
 		args = append(args, k)
 	}
 	for _, e := range evs {
-		args = append(args, index[e.Key], e.Name, e.Data)
+		args = append(args, index[e.Key], nameSlot(&e), e.Data) // name and Mercure fields: ext.go
 	}
 	res, err := r.runAppend(ctx, keys, args)
 	if err != nil {
@@ -353,6 +353,9 @@ func (r *Redis) Append(ctx context.Context, evs []Event) error {
 		evs[i].Time = res[1]
 	}
 	r.saw(evs[len(evs)-1].ID)
+	if err := r.indexPubIDs(ctx, evs); err != nil {
+		return err
+	}
 	if r.replicas > 0 && res[2] < int64(r.replicas) {
 		return fmt.Errorf("%w: %d of %d replicas acknowledged within %v", ErrNotReplicated, res[2], r.replicas, r.waitFor)
 	}
@@ -521,7 +524,9 @@ func parseEntry(item any) (Event, error) {
 		case "k":
 			e.Key = val
 		case "n":
-			e.Name = val
+			if !setNameSlot(&e, val) {
+				return e, fmt.Errorf("entry %s: bad Mercure fields", sid)
+			}
 		case "d":
 			data = val
 		case "t":

@@ -70,6 +70,12 @@ type Event struct {
 	Name string // SSE event name; "" means the default "message"
 	Data []byte // event data; empty means a "poke" (the engine renders it as JSON); nil when read back empty
 	Time int64  // unix milliseconds, assigned by Append; never decreases with the id
+
+	// The Mercure fields; zero for native events. Key is the canonical topic.
+	Topics  []string // alternate topics: subscribers of these get the event too
+	Private bool     // only for subscribers authorized for one of its topics
+	Retry   int64    // SSE retry field in milliseconds; 0 = none
+	PubID   string   // the publisher's id of the event (SSE id: of Mercure streams); "" = none; indexed, see IDResolver
 }
 
 // SyncPolicy says when a file store makes its writes durable with fsync.

@@ -114,6 +114,7 @@ var cmdOptions = []option.Option{
 // sources[].headers value is redacted.
 var secretKeys = map[string]bool{
 	"auth.jwt_secret": true, "auth.publish_keys": true, "store.redis.password": true,
+	"mercure.publisher_jwt.key": true, "mercure.subscriber_jwt.key": true,
 }
 
 // options returns every key sseloop reads, engine keys at the top level.

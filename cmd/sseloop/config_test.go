@@ -121,11 +121,13 @@ func TestPrintConfigRedactsSecrets(t *testing.T) {
 	// Why: --print-config output is pasted into tickets; it must not leak
 	// the JWT secret or the publish keys.
 	var out, errb bytes.Buffer
-	code := run([]string{"--print-config", "--auth.jwt_secret", "s3cret-s3cret", "--auth.publish_keys", "pk-123"}, nil, &out, &errb)
+	code := run([]string{"--print-config", "--auth.jwt_secret", "s3cret-s3cret", "--auth.publish_keys", "pk-123",
+		"--mercure.publisher_jwt.key", "mercure-s3cret"}, nil, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	if strings.Contains(out.String(), "s3cret") || strings.Contains(out.String(), "pk-123") {
+	if strings.Contains(out.String(), "s3cret") || strings.Contains(out.String(), "pk-123") ||
+		strings.Contains(out.String(), "mercure-s3cret") {
 		t.Fatalf("print-config shows a secret:\n%s", out.String())
 	}
 }

@@ -74,6 +74,8 @@ func Run(t *testing.T, open func(t *testing.T, opts store.Options) store.Store) 
 		{"concurrent_append", s.testConcurrentAppend},
 		{"data_roundtrip", s.testRoundTrip},
 		{"returned_data_is_a_copy", s.testCopies},
+		{"mercure_fields_roundtrip", s.testMercureFields},
+		{"resolve_pub_id", s.testResolveID},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, tt.fn)
@@ -191,9 +193,9 @@ func wantEvents(t *testing.T, what string, got, want []store.Event) {
 	}
 	for i := range got {
 		g, w := got[i], want[i]
-		if g.Key != w.Key || g.Name != w.Name || !bytes.Equal(g.Data, w.Data) || g.Time != w.Time {
-			t.Fatalf("%s: event %d = {%q %q %q %d}, want {%q %q %q %d}",
-				what, g.ID, g.Key, g.Name, g.Data, g.Time, w.Key, w.Name, w.Data, w.Time)
+		if g.Key != w.Key || g.Name != w.Name || !bytes.Equal(g.Data, w.Data) || g.Time != w.Time ||
+			!slices.Equal(g.Topics, w.Topics) || g.Private != w.Private || g.Retry != w.Retry || g.PubID != w.PubID {
+			t.Fatalf("%s: event %d = %+v, want %+v", what, g.ID, g, w)
 		}
 	}
 }
