@@ -101,6 +101,7 @@ var snippetNotRun = map[string]string{
 	"micro-benchmarks":      "benchmarks take minutes of CPU; CI keeps to its time budget",
 	"ssebench-compare":      "19,000 connections for minutes; bench/compare_test.go runs the same code at 300",
 	"ssebench-compare-rate": "19,000 connections for minutes; bench/compare_test.go runs the same code at 300",
+	"idle-cpu":              "19,000 connections and a 20 s window; bench/compare_test.go runs the idle scenario at 300",
 	"mercure-symfony-env":   "the app's .env; mercure-sseloop-env's runner publishes with it",
 }
 
