@@ -100,7 +100,14 @@ func (h *Hub) pollFeed(ctx context.Context, cursor uint64) (uint64, error) {
 		// the jump of their ids was announced when the state was found gone.
 		wasLost := h.lost.Load() && h.lost.Swap(false)
 		if hasHole(cursor, evs) && !wasLost {
-			h.announceDropped(ctx, cursor)
+			if h.newIncarnation(ctx) {
+				// Wiped and written again between two polls: the jump is
+				// the new incarnation's, and everything unread is gone.
+				h.stateLost(ctx, cursor)
+				h.lost.Store(false)
+			} else {
+				h.announceDropped(ctx, cursor)
+			}
 		}
 		cursor = evs[len(evs)-1].ID
 		b := h.encode(evs)
@@ -275,6 +282,22 @@ func hasHole(cursor uint64, evs []store.Event) bool {
 		next++
 	}
 	return false
+}
+
+// newIncarnation reports whether the store's epoch changed since the feed
+// reader last looked (stores that tell, store.HeadReader). It is asked only
+// when the feed skips ids, which a trim does too.
+func (h *Hub) newIncarnation(ctx context.Context) bool {
+	hr, ok := h.st.(store.HeadReader)
+	if !ok {
+		return false
+	}
+	head, err := hr.Head(ctx)
+	if err != nil {
+		return false
+	}
+	old := h.epoch.Swap(head.Epoch)
+	return old != 0 && head.Epoch != old
 }
 
 // stateLost handles a store whose ids went back below the feed's cursor (a

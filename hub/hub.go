@@ -121,6 +121,7 @@ type Hub struct {
 
 	cursor atomic.Uint64 // the feed reader's position, for tests and metrics
 	lost   atomic.Bool   // the store's state was found gone; its new incarnation not yet read
+	epoch  atomic.Uint64 // the store's incarnation as the feed reader last saw it (store.HeadReader)
 }
 
 // New returns a hub that delivers the events of st. The caller owns st.
@@ -178,6 +179,11 @@ func (h *Hub) Run(ctx context.Context) error {
 		return err
 	}
 	h.cursor.Store(last)
+	if hr, ok := h.st.(store.HeadReader); ok {
+		if head, err := hr.Head(ctx); err == nil {
+			h.epoch.Store(head.Epoch)
+		}
+	}
 	var wg sync.WaitGroup
 	run := func(f func(context.Context)) {
 		wg.Add(1)

@@ -529,3 +529,38 @@ func TestStoreWipeAnnouncedOnceThenDelivered(t *testing.T) {
 		t.Fatalf("a wipe counted as %d store errors and %d resets; want 0 and 1", n, wiped)
 	}
 }
+
+func (s *wipingStore) Head(ctx context.Context) (store.Head, error) {
+	cur, _ := s.get()
+	return cur.(store.HeadReader).Head(ctx)
+}
+
+// TestStoreWipedAndRewrittenBetweenPolls: the store is replaced by a new
+// incarnation and written to before the feed reader polls again, so the
+// reader never sees ErrCursorAhead, only ids that jump. It must still tell
+// it apart from a trim (the epoch changed): one gap per stream, counted as
+// a reset, not as events removed from history.
+func TestStoreWipedAndRewrittenBetweenPolls(t *testing.T) {
+	inner, err := store.OpenBunt(":memory:", store.Options{SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	ws := &wipingStore{cur: inner}
+	th := newTestHub(t, ws, 1, func(c *Config) { c.Poll = time.Hour }) // only publishes wake the reader
+	s := th.open(0, Subscription{Keys: keys("k")}, true)
+	first := th.publish(store.Event{Key: "k", Data: []byte("before")})
+	waitUntil(t, "the first event", func() bool { return len(s.c.received()) >= 1 })
+	ws.mu.Lock()
+	ws.cur = laterStore(t)
+	ws.mu.Unlock()
+	after := th.publish(store.Event{Key: "k", Data: []byte("after")})
+	waitUntil(t, "the event after the wipe", func() bool { return len(ids(s.c.received())) >= 2 })
+	got := s.c.received()
+	if len(got) != 3 || got[1].name != "gap" || !slices.Equal(ids(got), []uint64{first[0], after[0]}) {
+		t.Fatalf("got %+v; want event %d, a gap, event %d", got, first[0], after[0])
+	}
+	if r, g := th.h.m.feedResets.Get(), th.h.m.feedGaps.Get(); r != 1 || g != 0 {
+		t.Fatalf("counted %d resets and %d feed gaps; want 1 and 0", r, g)
+	}
+}
