@@ -1,0 +1,574 @@
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/sseloop/sseloop/store"
+)
+
+// Presence: who holds a stream of a key, on this node and, with a store
+// that implements [store.Presence] (Redis), on every node.
+//
+// What it costs, and where:
+//
+//   - The truth is kept where the streams are: a loop's keySet already
+//     counts its streams (keySet.n). A stream opened with a
+//     [Subscription.User] adds its user to keySet.users (per key, user →
+//     streams) and to the loop's side table Loop.users (stream → user),
+//     which Leave reads. Streams without a user (auth off, public keys) add
+//     nothing: no field in Stream, no map entry, one string compare.
+//   - A query ([Hub.Presence]) asks every loop for its counts of the keys
+//     (one Execute per loop) and, with a shared store, the other nodes'
+//     published counts (one store call). Nothing is kept for it.
+//   - Only keys that are "tracked" (live presence events on, see
+//     [PresenceConfig.Live], or a shared store that needs this node's
+//     counts) record their changes: a join or leave of such a key marks it
+//     dirty on its loop (one map write). Every Interval the presence
+//     goroutine (runPresence) collects the dirty keys of the loops that
+//     have any, publishes the changed node counts to the shared store, and
+//     sends each live key whose cluster-wide presence changed one coalesced
+//     "presence" event. With neither a shared store nor presence.keys the
+//     goroutine does not run and joins record nothing.
+
+// PresenceConfig configures presence. The zero value serves queries and
+// sends no events.
+type PresenceConfig struct {
+	// Live reports whether the subscribers of key get live "presence"
+	// events (the engine's presence.keys patterns). nil = never. Called
+	// once per key when the key gets its first stream on a loop.
+	Live func(key string) bool
+	// Interval is the least time between two presence events of one key,
+	// and how often changed counts are published to a shared store.
+	// Default 1s.
+	Interval time.Duration
+	// MaxUserIDs caps the joined and left lists of a presence event (the
+	// counts stay exact). Default 100.
+	MaxUserIDs int
+	// NodeTTL is how long this node's counts stay in a shared store after
+	// its last heartbeat (one per Interval): a node that dies without a
+	// goodbye drops out of every count within NodeTTL. Default 15s; it must
+	// exceed Interval.
+	NodeTTL time.Duration
+}
+
+// presence is the hub's presence state that never changes after New.
+type presence struct {
+	cfg    PresenceConfig
+	shared store.Presence // nil: this node's counts are the whole truth
+	node   string         // this node's id in the shared store
+	on     bool           // runPresence runs: some key may be tracked
+}
+
+func (p *presence) init(cfg PresenceConfig, st store.Store) {
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.MaxUserIDs <= 0 {
+		cfg.MaxUserIDs = 100
+	}
+	if cfg.NodeTTL <= 0 {
+		cfg.NodeTTL = 15 * time.Second
+	}
+	p.cfg = cfg
+	p.shared, _ = st.(store.Presence)
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	p.node = hex.EncodeToString(b[:])
+	p.on = p.shared != nil || cfg.Live != nil
+}
+
+// NodeID returns this node's id in a shared store's presence.
+func (h *Hub) NodeID() string { return h.pres.node }
+
+// newKeySet creates the keySet of key on l, deciding once whether the key
+// is tracked and live.
+func (l *Loop) newKeySet(key string) *keySet {
+	ks := &keySet{key: key}
+	p := &l.h.pres
+	ks.live = p.cfg.Live != nil && p.cfg.Live(key)
+	ks.track = ks.live || p.shared != nil
+	return ks
+}
+
+// joinUser records user's stream in ks.
+func (ks *keySet) joinUser(user string) {
+	if ks.users == nil {
+		ks.users = make(map[string]int32, 1)
+	}
+	ks.users[user]++
+}
+
+// leaveUser removes one of user's streams from ks.
+func (ks *keySet) leaveUser(user string) {
+	if ks.users[user]--; ks.users[user] <= 0 {
+		delete(ks.users, user)
+	}
+}
+
+// markPresence notes that key's presence changed on this loop.
+func (l *Loop) markPresence(key string) {
+	if l.presDirty == nil {
+		l.presDirty = make(map[string]struct{})
+	}
+	l.presDirty[key] = struct{}{}
+	if !l.presFlag.Load() {
+		l.presFlag.Store(true)
+	}
+}
+
+// presSnap is one loop's presence of one key, as collected.
+type presSnap struct {
+	key   string
+	conns int
+	users map[string]int32 // a copy; nil when no stream has a user
+	fresh bool             // live streams here have had no presence state yet
+}
+
+// collectPresence returns the presence of the keys that changed on l since
+// the last call. Loop goroutine.
+func (l *Loop) collectPresence() []presSnap {
+	out := make([]presSnap, 0, len(l.presDirty))
+	for key := range l.presDirty {
+		p := presSnap{key: key}
+		if ks := l.sets[key]; ks != nil {
+			p.conns = ks.n
+			if len(ks.users) > 0 {
+				p.users = maps.Clone(ks.users)
+			}
+			p.fresh = ks.live && ks.state == nil
+		}
+		out = append(out, p)
+	}
+	clear(l.presDirty)
+	return out
+}
+
+// presItem is a presence update for one key on one loop: delta goes to the
+// streams that have the previous state, state to those that have none.
+type presItem struct {
+	key          string
+	delta, state []byte
+}
+
+// updatePresence writes presence events to the live streams of each key
+// and keeps the key's current state for streams that open later. Loop
+// goroutine.
+func (l *Loop) updatePresence(items []presItem) {
+	for _, it := range items {
+		ks := l.sets[it.key]
+		if ks == nil {
+			continue
+		}
+		frame := it.delta
+		if ks.state == nil {
+			// Every stream here opened after the key's keySet was made
+			// and got no state yet: the whole state, not a delta.
+			frame = it.state
+		}
+		ks.state = it.state
+		if frame == nil {
+			continue
+		}
+		for u := ks.head; u != nil; {
+			next := u.next
+			if s := u.s; s.replay == nil {
+				l.Write(s, frame)
+			}
+			u = next
+		}
+	}
+	l.flushCounters()
+}
+
+// sendPresenceState writes the current presence of s's live keys to s: at
+// Open when it does not replay, or when its replay hands over to live
+// delivery. A key whose state is not known yet gets it with the next
+// presence round (the stream's join made the key dirty).
+func (l *Loop) sendPresenceState(s *Stream) {
+	for i := range s.subs {
+		if ks := s.subs[i].ks; ks.state != nil {
+			l.write(s, ks.state)
+		}
+	}
+}
+
+// presKey is the presence goroutine's view of one key with streams here.
+type presKey struct {
+	loops     map[*Loop]presSnap // this node's streams of the key, per loop
+	live      bool
+	sent      bool // a state was sent: sentConns and sentUsers hold it
+	sentConns int
+	sentUsers map[string]struct{}
+}
+
+// local returns this node's connections of the key and adds its users to
+// users.
+func (pk *presKey) local(users map[string]struct{}) int {
+	n := 0
+	for _, s := range pk.loops {
+		n += s.conns
+		for u := range s.users {
+			users[u] = struct{}{}
+		}
+	}
+	return n
+}
+
+// runPresence is the presence goroutine: every Interval it collects the
+// keys whose presence changed on some loop, publishes this node's changed
+// counts to the shared store (with a heartbeat, also when nothing changed),
+// and sends the live keys whose presence changed anywhere one event each.
+// It says goodbye to the shared store when ctx ends.
+func (h *Hub) runPresence(ctx context.Context) {
+	p := &h.pres
+	if !p.on {
+		return
+	}
+	t := time.NewTicker(p.cfg.Interval)
+	defer t.Stop()
+	agg := map[string]*presKey{}
+	unpublished := map[string]struct{}{}
+	published := false
+	for {
+		select {
+		case <-ctx.Done():
+			if p.shared != nil && published {
+				bye, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				if err := p.shared.LeavePresence(bye, p.node); err != nil {
+					h.log.Warn("presence: goodbye failed; other nodes drop this one after presence.node_ttl", "err", err)
+				}
+				cancel()
+			}
+			return
+		case <-t.C:
+		}
+		fresh, ok := h.collectPresence(ctx, agg, unpublished)
+		if !ok {
+			return
+		}
+		if p.shared != nil {
+			republish, err := h.publishPresence(ctx, agg, unpublished)
+			if err != nil {
+				h.m.storeErr.Inc()
+				h.log.Debug("presence: publish failed; retrying next interval", "err", err)
+			} else {
+				if republish && published {
+					// The store lost this node's counts (Redis restarted,
+					// or this node was taken for dead): send them all.
+					for k := range agg {
+						unpublished[k] = struct{}{}
+					}
+				}
+				published = true
+			}
+		}
+		h.sendPresence(ctx, agg, fresh)
+		for k, pk := range agg {
+			if len(pk.loops) == 0 {
+				pk.sent = false // no stream here has its state any more
+				if _, pending := unpublished[k]; !pending {
+					delete(agg, k)
+				}
+			}
+		}
+	}
+}
+
+// collectPresence merges the loops' changed keys into agg and marks them
+// unpublished. It returns, per loop, the live keys whose streams there have
+// no state yet. ok is false when ctx ended.
+func (h *Hub) collectPresence(ctx context.Context, agg map[string]*presKey, changed map[string]struct{}) (fresh map[*Loop][]string, ok bool) {
+	type result struct {
+		l     *Loop
+		snaps []presSnap
+	}
+	loops := *h.loops.Load()
+	ch := make(chan result, len(loops))
+	n := 0
+	for _, l := range loops {
+		if !l.presFlag.Swap(false) {
+			continue
+		}
+		n++
+		l.exec.Execute(func() { ch <- result{l, l.collectPresence()} })
+	}
+	for range n {
+		var r result
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case r = <-ch:
+		}
+		for _, s := range r.snaps {
+			pk := agg[s.key]
+			if pk == nil {
+				pk = &presKey{loops: map[*Loop]presSnap{}, live: h.pres.cfg.Live != nil && h.pres.cfg.Live(s.key)}
+				agg[s.key] = pk
+			}
+			if s.conns == 0 {
+				delete(pk.loops, r.l)
+			} else {
+				pk.loops[r.l] = s
+			}
+			changed[s.key] = struct{}{}
+			if s.fresh {
+				if fresh == nil {
+					fresh = map[*Loop][]string{}
+				}
+				fresh[r.l] = append(fresh[r.l], s.key)
+			}
+		}
+	}
+	return fresh, true
+}
+
+// publishPresence sends this node's counts of the unpublished keys to the
+// shared store, with the heartbeat, and clears them on success.
+func (h *Hub) publishPresence(ctx context.Context, agg map[string]*presKey, unpublished map[string]struct{}) (republish bool, err error) {
+	counts := make([]store.PresenceCount, 0, len(unpublished))
+	for k := range unpublished {
+		c := store.PresenceCount{Key: k}
+		if pk := agg[k]; pk != nil {
+			users := map[string]struct{}{}
+			c.Connections = pk.local(users)
+			c.Users = sortedUsers(users)
+		}
+		counts = append(counts, c)
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.pres.cfg.Interval+time.Second)
+	defer cancel()
+	republish, err = h.pres.shared.PublishPresence(ctx, h.pres.node, h.pres.cfg.NodeTTL, counts)
+	if err != nil {
+		return false, err
+	}
+	clear(unpublished)
+	return republish, nil
+}
+
+// sendPresence sends every live key with streams here whose cluster-wide
+// presence changed since its last event one event, and the current state
+// to the loops in fresh.
+func (h *Hub) sendPresence(ctx context.Context, agg map[string]*presKey, fresh map[*Loop][]string) {
+	var live []string
+	for k, pk := range agg {
+		if pk.live && len(pk.loops) > 0 {
+			live = append(live, k)
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	var remote map[string]store.PresenceCount
+	if h.pres.shared != nil {
+		rctx, cancel := context.WithTimeout(ctx, h.pres.cfg.Interval+time.Second)
+		counts, err := h.remotePresence(rctx, live)
+		cancel()
+		if err != nil {
+			// Without the other nodes' counts an event would be wrong:
+			// skip this round.
+			h.m.storeErr.Inc()
+			h.log.Debug("presence: reading other nodes failed", "err", err)
+			return
+		}
+		remote = counts
+	}
+	items := map[*Loop][]presItem{}
+	states := map[string][]byte{}
+	for _, k := range live {
+		pk := agg[k]
+		users := map[string]struct{}{}
+		conns := pk.local(users)
+		if r, ok := remote[k]; ok {
+			conns += r.Connections
+			for _, u := range r.Users {
+				users[u] = struct{}{}
+			}
+		}
+		state := h.appendPresenceEvent(nil, k, conns, users, nil)
+		states[k] = state
+		if pk.sent && conns == pk.sentConns && maps.Equal(users, pk.sentUsers) {
+			continue
+		}
+		var delta []byte
+		if pk.sent {
+			delta = h.appendPresenceEvent(nil, k, conns, users, pk.sentUsers)
+		}
+		pk.sent, pk.sentConns, pk.sentUsers = true, conns, users
+		h.m.presenceEvents.Inc()
+		for l := range pk.loops {
+			items[l] = append(items[l], presItem{key: k, delta: delta, state: state})
+		}
+	}
+	for l, keys := range fresh {
+		for _, k := range keys {
+			if st, ok := states[k]; ok && !slices.ContainsFunc(items[l], func(it presItem) bool { return it.key == k }) {
+				items[l] = append(items[l], presItem{key: k, state: st})
+			}
+		}
+	}
+	for l, its := range items {
+		l.exec.Execute(func() { l.updatePresence(its) })
+	}
+}
+
+// remotePresence returns the other nodes' counts of keys, by key.
+func (h *Hub) remotePresence(ctx context.Context, keys []string) (map[string]store.PresenceCount, error) {
+	counts, err := h.pres.shared.PresenceOf(ctx, h.pres.node, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]store.PresenceCount, len(counts))
+	for _, c := range counts {
+		out[c.Key] = c
+	}
+	return out, nil
+}
+
+// appendPresenceEvent appends a presence event of key:
+//
+//	event: presence
+//	data: {"key":"room:7","connections":5,"users":4,"joined":["42"],"left":[]}
+//
+// joined and left are the users of now that were not in before, and those
+// of before that are not in now; with before nil (a stream's first
+// presence event), joined lists every user. Each list holds at most
+// MaxUserIDs ids, sorted; "truncated":true says one was cut. No id: a
+// presence event describes now, it is not part of the key's history.
+func (h *Hub) appendPresenceEvent(dst []byte, key string, conns int, now, before map[string]struct{}) []byte {
+	var joined, left []string
+	for u := range now {
+		if _, ok := before[u]; !ok {
+			joined = append(joined, u)
+		}
+	}
+	for u := range before {
+		if _, ok := now[u]; !ok {
+			left = append(left, u)
+		}
+	}
+	slices.Sort(joined)
+	slices.Sort(left)
+	limit := h.pres.cfg.MaxUserIDs
+	truncated := len(joined) > limit || len(left) > limit
+	dst = append(dst, "event: presence\ndata: {\"key\":"...)
+	dst = appendJSONString(dst, key)
+	dst = append(dst, `,"connections":`...)
+	dst = strconv.AppendInt(dst, int64(conns), 10)
+	dst = append(dst, `,"users":`...)
+	dst = strconv.AppendInt(dst, int64(len(now)), 10)
+	dst = append(dst, `,"joined":`...)
+	dst = AppendJSONStrings(dst, joined[:min(len(joined), limit)])
+	dst = append(dst, `,"left":`...)
+	dst = AppendJSONStrings(dst, left[:min(len(left), limit)])
+	if truncated {
+		dst = append(dst, `,"truncated":true`...)
+	}
+	return append(dst, "}\n\n"...)
+}
+
+// AppendJSONStrings appends ss as a JSON array of strings.
+func AppendJSONStrings(dst []byte, ss []string) []byte {
+	dst = append(dst, '[')
+	for i, s := range ss {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONString(dst, s)
+	}
+	return append(dst, ']')
+}
+
+func sortedUsers(users map[string]struct{}) []string {
+	if len(users) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(users))
+	for u := range users {
+		out = append(out, u)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// PresenceInfo is the presence of one key.
+type PresenceInfo struct {
+	Key         string
+	Connections int      // streams of the key
+	Users       []string // the distinct users of those streams, sorted
+}
+
+// queryTimeout bounds how long a query waits for the loops' answers.
+const queryTimeout = 2 * time.Second
+
+// Presence returns the presence of keys: this node's streams, counted by
+// its loops now, plus, with a shared store, the counts other live nodes
+// published (at most one Interval old). It waits for every loop, so call
+// it from a store worker ([Hub.Go]), never from a loop.
+func (h *Hub) Presence(ctx context.Context, keys []string) ([]PresenceInfo, error) {
+	h.m.presenceQueries.Inc()
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	type part struct {
+		conns []int
+		users [][]string
+	}
+	loops := *h.loops.Load()
+	ch := make(chan part, len(loops))
+	for _, l := range loops {
+		l.exec.Execute(func() {
+			p := part{conns: make([]int, len(keys)), users: make([][]string, len(keys))}
+			for i, k := range keys {
+				if ks := l.sets[k]; ks != nil {
+					p.conns[i] = ks.n
+					for u := range ks.users {
+						p.users[i] = append(p.users[i], u)
+					}
+				}
+			}
+			ch <- p
+		})
+	}
+	conns := make([]int, len(keys))
+	users := make([]map[string]struct{}, len(keys))
+	for i := range users {
+		users[i] = map[string]struct{}{}
+	}
+	for range loops {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case p := <-ch:
+			for i := range keys {
+				conns[i] += p.conns[i]
+				for _, u := range p.users[i] {
+					users[i][u] = struct{}{}
+				}
+			}
+		}
+	}
+	if h.pres.shared != nil {
+		remote, err := h.remotePresence(ctx, keys)
+		if err != nil {
+			h.m.storeErr.Inc()
+			return nil, err
+		}
+		for i, k := range keys {
+			r := remote[k]
+			conns[i] += r.Connections
+			for _, u := range r.Users {
+				users[i][u] = struct{}{}
+			}
+		}
+	}
+	out := make([]PresenceInfo, len(keys))
+	for i, k := range keys {
+		out[i] = PresenceInfo{Key: k, Connections: conns[i], Users: sortedUsers(users[i])}
+	}
+	return out, nil
+}
