@@ -1,0 +1,92 @@
+package store_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sseloop/sseloop/internal/redistest"
+	"github.com/sseloop/sseloop/store"
+)
+
+// TestRedisPresence: nodes publish only their changed counts; a reader sums
+// the other live nodes (connections added, users united); a node that
+// stops publishing drops out after its ttl, one that says goodbye at once;
+// a node whose entry was lost is told to publish everything again.
+func TestRedisPresence(t *testing.T) {
+	srv := redistest.Start(t)
+	r := openRedis(t, store.RedisConfig{Addr: srv.Addr(), Prefix: newPrefix()}, store.Options{})
+	ctx := context.Background()
+	const long, short = time.Minute, time.Second
+	pub := func(node string, ttl time.Duration, counts ...store.PresenceCount) bool {
+		t.Helper()
+		fresh, err := r.PublishPresence(ctx, node, ttl, counts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fresh
+	}
+	of := func(node string, keys ...string) []store.PresenceCount {
+		t.Helper()
+		got, err := r.PresenceOf(ctx, node, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if !pub("a", long, store.PresenceCount{Key: "room", Connections: 2, Users: []string{"u1", "u2"}}) {
+		t.Error("first publish of a node is not fresh")
+	}
+	pub("b", long, store.PresenceCount{Key: "room", Connections: 3, Users: []string{"u2", "u3"}},
+		store.PresenceCount{Key: "solo", Connections: 1})
+	if pub("a", long) {
+		t.Error("a heartbeat of a live node says fresh")
+	}
+	got := of("c", "room", "solo", "none")
+	want := []store.PresenceCount{
+		{Key: "room", Connections: 5, Users: []string{"u1", "u2", "u3"}},
+		{Key: "solo", Connections: 1},
+		{Key: "none"},
+	}
+	if !equalCounts(got, want) {
+		t.Fatalf("from c: %+v, want %+v", got, want)
+	}
+	// A node does not count itself.
+	if got := of("a", "room"); !equalCounts(got, []store.PresenceCount{{Key: "room", Connections: 3, Users: []string{"u2", "u3"}}}) {
+		t.Fatalf("from a: %+v", got)
+	}
+	// A change: b's room drops to zero.
+	pub("b", long, store.PresenceCount{Key: "room"})
+	if got := of("c", "room"); !equalCounts(got, []store.PresenceCount{{Key: "room", Connections: 2, Users: []string{"u1", "u2"}}}) {
+		t.Fatalf("after b left room: %+v", got)
+	}
+	// Goodbye.
+	if err := r.LeavePresence(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := of("c", "solo"); got[0].Connections != 0 {
+		t.Fatalf("after b's goodbye: %+v", got)
+	}
+	// A node that stops publishing drops out after its ttl (its hash
+	// itself lives twice as long: readers must not wait for that).
+	published := time.Now()
+	pub("d", short, store.PresenceCount{Key: "room", Connections: 4, Users: []string{"u9"}})
+	if got := of("c", "room"); got[0].Connections != 6 {
+		t.Fatalf("with d: %+v", got)
+	}
+	time.Sleep(time.Until(published.Add(short + 50*time.Millisecond)))
+	if got := of("c", "room"); got[0].Connections != 2 {
+		t.Fatalf("%v after d's last heartbeat (ttl %v): %+v, want d dropped", time.Since(published), short, got)
+	}
+	// Its entry was removed: when it comes back it must publish everything.
+	if !pub("d", short) {
+		t.Error("a node that was dropped is not told it is fresh")
+	}
+}
+
+func equalCounts(a, b []store.PresenceCount) bool {
+	return slices.EqualFunc(a, b, func(x, y store.PresenceCount) bool {
+		return x.Key == y.Key && x.Connections == y.Connections && slices.Equal(x.Users, y.Users)
+	})
+}
