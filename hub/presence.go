@@ -472,6 +472,10 @@ func (h *Hub) appendPresenceEvent(dst []byte, key string, conns int, now, before
 	return append(dst, "}\n\n"...)
 }
 
+// AppendJSONString appends s as a JSON string literal (invalid UTF-8
+// becomes U+FFFD, as with encoding/json).
+func AppendJSONString(dst []byte, s string) []byte { return appendJSONString(dst, s) }
+
 // AppendJSONStrings appends ss as a JSON array of strings.
 func AppendJSONStrings(dst []byte, ss []string) []byte {
 	dst = append(dst, '[')
