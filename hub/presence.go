@@ -248,9 +248,13 @@ func (h *Hub) runPresence(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		fresh, ok := h.collectPresence(ctx, agg, unpublished)
+		changed := map[string]struct{}{}
+		fresh, ok := h.collectPresence(ctx, agg, changed)
 		if !ok {
 			return
+		}
+		for k := range changed {
+			unpublished[k] = struct{}{}
 		}
 		if p.shared != nil {
 			republish, err := h.publishPresence(ctx, agg, unpublished)
@@ -268,7 +272,7 @@ func (h *Hub) runPresence(ctx context.Context) {
 				published = true
 			}
 		}
-		h.sendPresence(ctx, agg, fresh)
+		h.sendPresence(ctx, agg, changed, fresh)
 		for k, pk := range agg {
 			if len(pk.loops) == 0 {
 				pk.sent = false // no stream here has its state any more
@@ -280,8 +284,8 @@ func (h *Hub) runPresence(ctx context.Context) {
 	}
 }
 
-// collectPresence merges the loops' changed keys into agg and marks them
-// unpublished. It returns, per loop, the live keys whose streams there have
+// collectPresence merges the loops' changed keys into agg and adds them to
+// changed. It returns, per loop, the live keys whose streams there have
 // no state yet. ok is false when ctx ended.
 func (h *Hub) collectPresence(ctx context.Context, agg map[string]*presKey, changed map[string]struct{}) (fresh map[*Loop][]string, ok bool) {
 	type result struct {
@@ -353,12 +357,33 @@ func (h *Hub) publishPresence(ctx context.Context, agg map[string]*presKey, unpu
 
 // sendPresence sends every live key with streams here whose cluster-wide
 // presence changed since its last event one event, and the current state
-// to the loops in fresh.
-func (h *Hub) sendPresence(ctx context.Context, agg map[string]*presKey, fresh map[*Loop][]string) {
+// to the loops in fresh. Without a shared store only the keys that changed
+// here (changed) or that a loop needs the state of (fresh) are looked at;
+// with one, every live key with streams here is, since any node may have
+// changed it.
+func (h *Hub) sendPresence(ctx context.Context, agg map[string]*presKey, changed map[string]struct{}, fresh map[*Loop][]string) {
 	var live []string
-	for k, pk := range agg {
-		if pk.live && len(pk.loops) > 0 {
+	consider := func(k string) {
+		if pk := agg[k]; pk != nil && pk.live && len(pk.loops) > 0 {
 			live = append(live, k)
+		}
+	}
+	wantState := map[string]bool{}
+	if h.pres.shared != nil {
+		for k := range agg {
+			consider(k)
+		}
+	} else {
+		for k := range changed {
+			consider(k)
+		}
+	}
+	for _, keys := range fresh {
+		for _, k := range keys {
+			if _, ok := changed[k]; !ok && h.pres.shared == nil && !wantState[k] {
+				consider(k)
+			}
+			wantState[k] = true
 		}
 	}
 	if len(live) == 0 {
@@ -380,6 +405,7 @@ func (h *Hub) sendPresence(ctx context.Context, agg map[string]*presKey, fresh m
 	}
 	items := map[*Loop][]presItem{}
 	states := map[string][]byte{}
+	sent := map[string]bool{} // to every loop with streams of the key
 	for _, k := range live {
 		pk := agg[k]
 		users := map[string]struct{}{}
@@ -390,16 +416,20 @@ func (h *Hub) sendPresence(ctx context.Context, agg map[string]*presKey, fresh m
 				users[u] = struct{}{}
 			}
 		}
-		state := h.appendPresenceEvent(nil, k, conns, users, nil)
-		states[k] = state
 		if pk.sent && conns == pk.sentConns && maps.Equal(users, pk.sentUsers) {
+			if wantState[k] {
+				states[k] = h.appendPresenceEvent(nil, k, conns, users, nil)
+			}
 			continue
 		}
+		state := h.appendPresenceEvent(nil, k, conns, users, nil)
+		states[k] = state
 		var delta []byte
 		if pk.sent {
 			delta = h.appendPresenceEvent(nil, k, conns, users, pk.sentUsers)
 		}
 		pk.sent, pk.sentConns, pk.sentUsers = true, conns, users
+		sent[k] = true
 		h.m.presenceEvents.Inc()
 		for l := range pk.loops {
 			items[l] = append(items[l], presItem{key: k, delta: delta, state: state})
@@ -407,7 +437,7 @@ func (h *Hub) sendPresence(ctx context.Context, agg map[string]*presKey, fresh m
 	}
 	for l, keys := range fresh {
 		for _, k := range keys {
-			if st, ok := states[k]; ok && !slices.ContainsFunc(items[l], func(it presItem) bool { return it.key == k }) {
+			if st, ok := states[k]; ok && !sent[k] {
 				items[l] = append(items[l], presItem{key: k, state: st})
 			}
 		}
