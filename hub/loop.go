@@ -31,7 +31,8 @@ type Loop struct {
 	// a side table, so that Stream does not grow for a field most
 	// deployments leave empty.
 	users     map[*Stream]string
-	presDirty map[string]struct{} // tracked keys whose presence changed
+	pres      map[*keySet]*keyPresence // keys with users, or all while tracking
+	presDirty map[string]struct{}      // tracked keys whose presence changed
 
 	// counters batched per task and flushed to the shared metrics, so that a
 	// fan-out to 10,000 streams costs one atomic add, not 10,000.
@@ -187,12 +188,6 @@ type keySet struct {
 	key  string
 	head *sub
 	n    int
-
-	// Presence (see presence.go), per key, never per stream.
-	users map[string]int32 // streams per user, of the streams that have one
-	state []byte           // the key's current presence event, for new streams
-	live  bool             // its streams get presence events
-	track bool             // joins and leaves mark the key dirty
 }
 
 // sub is one stream's membership of one keySet.
@@ -272,7 +267,7 @@ func (l *Loop) join(s *Stream, keys [][]byte, user string) {
 	for i, k := range keys {
 		ks := l.sets[string(k)] // no allocation for the lookup
 		if ks == nil {
-			ks = l.newKeySet(string(k))
+			ks = &keySet{key: string(k)}
 			l.sets[ks.key] = ks
 			l.h.interest.add(ks.key)
 		}
@@ -283,11 +278,8 @@ func (l *Loop) join(s *Stream, keys [][]byte, user string) {
 		}
 		ks.head = u
 		ks.n++
-		if user != "" {
-			ks.joinUser(user)
-		}
-		if ks.track {
-			l.markPresence(ks.key)
+		if user != "" || l.h.pres.on {
+			l.joinPresence(ks, user)
 		}
 	}
 }
@@ -324,11 +316,8 @@ func (l *Loop) Leave(s *Stream) {
 		}
 		u.next, u.prev = nil, nil
 		ks.n--
-		if user != "" {
-			ks.leaveUser(user)
-		}
-		if ks.track {
-			l.markPresence(ks.key)
+		if len(l.pres) > 0 {
+			l.leavePresence(ks, user)
 		}
 		if ks.n == 0 {
 			delete(l.sets, ks.key)

@@ -19,8 +19,9 @@ import (
 //
 //   - The truth is kept where the streams are: a loop's keySet already
 //     counts its streams (keySet.n). A stream opened with a
-//     [Subscription.User] adds its user to keySet.users (per key, user →
-//     streams) and to the loop's side table Loop.users (stream → user),
+//     [Subscription.User] adds its user to its keys' keyPresence (user →
+//     streams, in the side table Loop.pres) and to the side table
+//     Loop.users (stream → user),
 //     which Leave reads. Streams without a user (auth off, public keys) add
 //     nothing: no field in Stream, no map entry, one string compare.
 //   - A query ([Hub.Presence]) asks every loop for its counts of the keys
@@ -86,29 +87,101 @@ func (p *presence) init(cfg PresenceConfig, st store.Store) {
 // NodeID returns this node's id in a shared store's presence.
 func (h *Hub) NodeID() string { return h.pres.node }
 
-// newKeySet creates the keySet of key on l, deciding once whether the key
-// is tracked and live.
-func (l *Loop) newKeySet(key string) *keySet {
-	ks := &keySet{key: key}
-	p := &l.h.pres
-	ks.live = p.cfg.Live != nil && p.cfg.Live(key)
-	ks.track = ks.live || p.shared != nil
-	return ks
+// keyPresence is a key's presence on one loop. It is kept in Loop.pres,
+// apart from keySet, only for the keys that need it: those with a stream
+// that has a user, and every key while presence is on (live keys or a
+// shared store). Most keys with users have one (per-user keys): it is kept
+// inline, the others in a map; a user is in one place or the other.
+type keyPresence struct {
+	user  string           // a user with streams of the key ("" = none)
+	nUser int32            // user's streams
+	live  bool             // the key's streams get presence events
+	track bool             // joins and leaves mark the key dirty
+	users map[string]int32 // streams of the other users
+	state []byte           // the key's current presence event, for new streams
 }
 
-// joinUser records user's stream in ks.
-func (ks *keySet) joinUser(user string) {
-	if ks.users == nil {
-		ks.users = make(map[string]int32, 1)
+// joinPresence records a stream of ks with user ("" = none).
+func (l *Loop) joinPresence(ks *keySet, user string) {
+	kp := l.pres[ks]
+	if kp == nil {
+		kp = &keyPresence{}
+		p := &l.h.pres
+		kp.live = p.cfg.Live != nil && p.cfg.Live(ks.key)
+		kp.track = kp.live || p.shared != nil
+		if l.pres == nil {
+			l.pres = make(map[*keySet]*keyPresence)
+		}
+		l.pres[ks] = kp
 	}
-	ks.users[user]++
+	if user != "" {
+		kp.joinUser(user)
+	}
+	if kp.track {
+		l.markPresence(ks.key)
+	}
 }
 
-// leaveUser removes one of user's streams from ks.
-func (ks *keySet) leaveUser(user string) {
-	if ks.users[user]--; ks.users[user] <= 0 {
-		delete(ks.users, user)
+// leavePresence records that a stream of ks with user left; ks.n is
+// already the count without it.
+func (l *Loop) leavePresence(ks *keySet, user string) {
+	kp := l.pres[ks]
+	if kp == nil {
+		return
 	}
+	if user != "" {
+		kp.leaveUser(user)
+	}
+	if kp.track {
+		l.markPresence(ks.key)
+	}
+	if ks.n == 0 || !kp.track && kp.nUser == 0 && len(kp.users) == 0 {
+		delete(l.pres, ks)
+	}
+}
+
+// joinUser records user's stream.
+func (kp *keyPresence) joinUser(user string) {
+	switch {
+	case kp.nUser > 0 && kp.user == user:
+		kp.nUser++
+	case kp.users[user] > 0:
+		kp.users[user]++
+	case kp.nUser == 0:
+		kp.user, kp.nUser = user, 1
+	default:
+		if kp.users == nil {
+			kp.users = make(map[string]int32)
+		}
+		kp.users[user] = 1
+	}
+}
+
+// leaveUser removes one of user's streams.
+func (kp *keyPresence) leaveUser(user string) {
+	if kp.nUser > 0 && kp.user == user {
+		if kp.nUser--; kp.nUser == 0 {
+			kp.user = ""
+		}
+		return
+	}
+	if kp.users[user]--; kp.users[user] <= 0 {
+		delete(kp.users, user)
+	}
+}
+
+// appendUsers appends the distinct users to dst (none for a nil kp).
+func (kp *keyPresence) appendUsers(dst []string) []string {
+	if kp == nil {
+		return dst
+	}
+	if kp.nUser > 0 {
+		dst = append(dst, kp.user)
+	}
+	for u := range kp.users {
+		dst = append(dst, u)
+	}
+	return dst
 }
 
 // markPresence notes that key's presence changed on this loop.
@@ -126,8 +199,8 @@ func (l *Loop) markPresence(key string) {
 type presSnap struct {
 	key   string
 	conns int
-	users map[string]int32 // a copy; nil when no stream has a user
-	fresh bool             // live streams here have had no presence state yet
+	users []string // distinct users; nil when no stream has one
+	fresh bool     // live streams here have had no presence state yet
 }
 
 // collectPresence returns the presence of the keys that changed on l since
@@ -137,11 +210,10 @@ func (l *Loop) collectPresence() []presSnap {
 	for key := range l.presDirty {
 		p := presSnap{key: key}
 		if ks := l.sets[key]; ks != nil {
+			kp := l.pres[ks]
 			p.conns = ks.n
-			if len(ks.users) > 0 {
-				p.users = maps.Clone(ks.users)
-			}
-			p.fresh = ks.live && ks.state == nil
+			p.users = kp.appendUsers(nil)
+			p.fresh = kp != nil && kp.live && kp.state == nil
 		}
 		out = append(out, p)
 	}
@@ -162,16 +234,17 @@ type presItem struct {
 func (l *Loop) updatePresence(items []presItem) {
 	for _, it := range items {
 		ks := l.sets[it.key]
-		if ks == nil {
+		kp := l.pres[ks]
+		if ks == nil || kp == nil {
 			continue
 		}
 		frame := it.delta
-		if ks.state == nil {
+		if kp.state == nil {
 			// Every stream here opened after the key's keySet was made
 			// and got no state yet: the whole state, not a delta.
 			frame = it.state
 		}
-		ks.state = it.state
+		kp.state = it.state
 		if frame == nil {
 			continue
 		}
@@ -191,9 +264,12 @@ func (l *Loop) updatePresence(items []presItem) {
 // delivery. A key whose state is not known yet gets it with the next
 // presence round (the stream's join made the key dirty).
 func (l *Loop) sendPresenceState(s *Stream) {
+	if len(l.pres) == 0 {
+		return
+	}
 	for i := range s.subs {
-		if ks := s.subs[i].ks; ks.state != nil {
-			l.write(s, ks.state)
+		if kp := l.pres[s.subs[i].ks]; kp != nil && kp.state != nil {
+			l.write(s, kp.state)
 		}
 	}
 }
@@ -213,7 +289,7 @@ func (pk *presKey) local(users map[string]struct{}) int {
 	n := 0
 	for _, s := range pk.loops {
 		n += s.conns
-		for u := range s.users {
+		for _, u := range s.users {
 			users[u] = struct{}{}
 		}
 	}
@@ -560,9 +636,7 @@ func (h *Hub) Presence(ctx context.Context, keys []string) ([]PresenceInfo, erro
 			for i, k := range keys {
 				if ks := l.sets[k]; ks != nil {
 					p.conns[i] = ks.n
-					for u := range ks.users {
-						p.users[i] = append(p.users[i], u)
-					}
+					p.users[i] = l.pres[ks].appendUsers(nil)
 				}
 			}
 			ch <- p

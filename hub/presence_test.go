@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"slices"
 	"testing"
 	"testing/synctest"
@@ -192,7 +193,7 @@ func TestPresenceOffRecordsNothing(t *testing.T) {
 	_ = th.open(0, Subscription{Keys: keys("k")}, true)
 	fl := th.loops[0]
 	fl.do(func() {
-		if fl.hl.presDirty != nil || fl.hl.users != nil || fl.hl.sets["k"].users != nil {
+		if fl.hl.presDirty != nil || fl.hl.users != nil || fl.hl.pres != nil {
 			t.Errorf("presence off, auth off: a join recorded presence state")
 		}
 	})
@@ -205,5 +206,38 @@ func TestPresenceOffRecordsNothing(t *testing.T) {
 	}
 	if evs := presenceEvents(t, s); len(evs) != 0 {
 		t.Fatalf("presence off: got events %+v", evs)
+	}
+}
+
+// TestKeySetUsers checks the inline-first-user bookkeeping against a plain
+// map over random joins and leaves: a user is counted once, in one place.
+func TestKeySetUsers(t *testing.T) {
+	var ks keyPresence
+	ref := map[string]int{}
+	names := []string{"a", "b", "c"}
+	seq := []int{0, 1, 0, -1, 2, -1, 1, -3, 0, -1, 1, 2, -2, -2, -1, 0, 0, -1, -3, -1}
+	for i, op := range seq {
+		if op >= 0 {
+			ks.joinUser(names[op])
+			ref[names[op]]++
+		} else {
+			u := names[-op-1]
+			if ref[u] == 0 {
+				continue
+			}
+			ks.leaveUser(u)
+			if ref[u]--; ref[u] == 0 {
+				delete(ref, u)
+			}
+		}
+		got := ks.appendUsers(nil)
+		slices.Sort(got)
+		want := slices.Sorted(maps.Keys(ref))
+		if !slices.Equal(got, want) {
+			t.Fatalf("step %d: users %v, want %v", i, got, want)
+		}
+		if ks.nUser > 0 && ks.users[ks.user] > 0 {
+			t.Fatalf("step %d: %q both inline and in the map", i, ks.user)
+		}
 	}
 }
