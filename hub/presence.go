@@ -32,10 +32,13 @@ import (
 //     counts) record their changes: a join or leave of such a key marks it
 //     dirty on its loop (one map write). Every Interval the presence
 //     goroutine (runPresence) collects the dirty keys of the loops that
-//     have any, publishes the changed node counts to the shared store, and
-//     sends each live key whose cluster-wide presence changed one coalesced
-//     "presence" event. With neither a shared store nor presence.keys the
-//     goroutine does not run and joins record nothing.
+//     have any, publishes the changed node counts to the shared store,
+//     reads which keys other nodes changed (the store's change feed, which
+//     also names the keys of nodes that died), and sends each live key with
+//     streams here whose cluster-wide presence changed one coalesced
+//     "presence" event. Each step costs O(changed keys), not O(keys). With
+//     neither a shared store nor presence.keys the goroutine does not run
+//     and joins record nothing.
 
 // PresenceConfig configures presence. The zero value serves queries and
 // sends no events.
@@ -299,8 +302,10 @@ func (pk *presKey) local(users map[string]struct{}) int {
 // runPresence is the presence goroutine: every Interval it collects the
 // keys whose presence changed on some loop, publishes this node's changed
 // counts to the shared store (with a heartbeat, also when nothing changed),
-// and sends the live keys whose presence changed anywhere one event each.
-// It says goodbye to the shared store when ctx ends.
+// reads the keys other nodes changed, and sends the live keys whose
+// presence changed anywhere one event each. The first round with a shared
+// store, and one after the change feed lost entries, looks at every live
+// key. It says goodbye to the shared store when ctx ends.
 func (h *Hub) runPresence(ctx context.Context) {
 	p := &h.pres
 	if !p.on {
@@ -311,6 +316,12 @@ func (h *Hub) runPresence(ctx context.Context) {
 	agg := map[string]*presKey{}
 	unpublished := map[string]struct{}{}
 	published := false
+	// Keys that may have a new presence, and loops that need a key's state,
+	// kept until a round sends them; cursor is the shared change feed's.
+	pendingEv := map[string]struct{}{}
+	pendingFresh := map[*Loop][]string{}
+	needAll := false
+	cursor := ""
 	for {
 		select {
 		case <-ctx.Done():
@@ -348,7 +359,37 @@ func (h *Hub) runPresence(ctx context.Context) {
 				published = true
 			}
 		}
-		h.sendPresence(ctx, agg, changed, fresh)
+		for k := range changed {
+			pendingEv[k] = struct{}{}
+		}
+		for l, keys := range fresh {
+			pendingFresh[l] = append(pendingFresh[l], keys...)
+		}
+		all := needAll
+		if p.shared != nil {
+			// Which keys the other nodes changed (or left by dying): the
+			// live keys among them are compared with their counts below.
+			keys, next, lost, err := p.shared.PresenceChanges(ctx, cursor)
+			if err != nil {
+				h.m.storeErr.Inc()
+				h.log.Debug("presence: reading the change feed failed; retrying next interval", "err", err)
+				continue
+			}
+			if cursor == "" || lost {
+				all = true
+			}
+			cursor = next
+			for _, k := range keys {
+				pendingEv[k] = struct{}{}
+			}
+		}
+		if h.sendPresence(ctx, agg, pendingEv, all, pendingFresh) {
+			clear(pendingEv)
+			clear(pendingFresh)
+			needAll = false
+		} else {
+			needAll = all
+		}
 		for k, pk := range agg {
 			if len(pk.loops) == 0 {
 				pk.sent = false // no stream here has its state any more
@@ -433,37 +474,40 @@ func (h *Hub) publishPresence(ctx context.Context, agg map[string]*presKey, unpu
 
 // sendPresence sends every live key with streams here whose cluster-wide
 // presence changed since its last event one event, and the current state
-// to the loops in fresh. Without a shared store only the keys that changed
-// here (changed) or that a loop needs the state of (fresh) are looked at;
-// with one, every live key with streams here is, since any node may have
-// changed it.
-func (h *Hub) sendPresence(ctx context.Context, agg map[string]*presKey, changed map[string]struct{}, fresh map[*Loop][]string) {
+// to the loops in fresh. It looks at the keys in candidates (changed here,
+// or by another node), or with all at every key with streams here, and at
+// those in fresh. It reports false when the other nodes' counts could not
+// be read: then nothing was sent.
+func (h *Hub) sendPresence(ctx context.Context, agg map[string]*presKey, candidates map[string]struct{}, all bool, fresh map[*Loop][]string) bool {
 	var live []string
+	seen := map[string]bool{}
 	consider := func(k string) {
+		if seen[k] {
+			return
+		}
+		seen[k] = true
 		if pk := agg[k]; pk != nil && pk.live && len(pk.loops) > 0 {
 			live = append(live, k)
 		}
 	}
-	wantState := map[string]bool{}
-	if h.pres.shared != nil {
+	if all {
 		for k := range agg {
 			consider(k)
 		}
 	} else {
-		for k := range changed {
+		for k := range candidates {
 			consider(k)
 		}
 	}
+	wantState := map[string]bool{}
 	for _, keys := range fresh {
 		for _, k := range keys {
-			if _, ok := changed[k]; !ok && h.pres.shared == nil && !wantState[k] {
-				consider(k)
-			}
+			consider(k)
 			wantState[k] = true
 		}
 	}
 	if len(live) == 0 {
-		return
+		return true
 	}
 	var remote map[string]store.PresenceCount
 	if h.pres.shared != nil {
@@ -475,7 +519,7 @@ func (h *Hub) sendPresence(ctx context.Context, agg map[string]*presKey, changed
 			// skip this round.
 			h.m.storeErr.Inc()
 			h.log.Debug("presence: reading other nodes failed", "err", err)
-			return
+			return false
 		}
 		remote = counts
 	}
@@ -521,6 +565,7 @@ func (h *Hub) sendPresence(ctx context.Context, agg map[string]*presKey, changed
 	for l, its := range items {
 		l.exec.Execute(func() { l.updatePresence(its) })
 	}
+	return true
 }
 
 // remotePresence returns the other nodes' counts of keys, by key.

@@ -26,6 +26,9 @@ func (sharedStore) PublishPresence(context.Context, string, time.Duration, []sto
 func (sharedStore) PresenceOf(_ context.Context, _ string, keys []string) ([]store.PresenceCount, error) {
 	return make([]store.PresenceCount, len(keys)), nil
 }
+func (sharedStore) PresenceChanges(context.Context, string) ([]string, string, bool, error) {
+	return nil, "0-0", false, nil
+}
 func (sharedStore) LeavePresence(context.Context, string) error { return nil }
 
 // presenceModes are the configurations whose cost the benchmarks compare:
@@ -169,7 +172,7 @@ func BenchmarkPresenceRound(b *testing.B) {
 					maps.Copy(unpublished, changed)
 					_, _ = h.publishPresence(ctx, agg, unpublished)
 				}
-				h.sendPresence(ctx, agg, changed, fresh)
+				h.sendPresence(ctx, agg, changed, false, fresh)
 			}
 			round()
 			b.ReportAllocs()

@@ -22,6 +22,13 @@ type Presence interface {
 	// than node, one entry per key in order: Connections added up, Users the
 	// union, sorted.
 	PresenceOf(ctx context.Context, node string, keys []string) ([]PresenceCount, error)
+	// PresenceChanges returns the keys whose presence some node changed
+	// after cursor (a node's own changes included), and the cursor to pass
+	// next time. cursor "" starts at the current end (no keys). lost reports
+	// that changes after cursor were forgotten (the caller fell behind):
+	// treat every key as changed. The keys of a node that dropped out
+	// (deadline passed) count as changed.
+	PresenceChanges(ctx context.Context, cursor string) (keys []string, next string, lost bool, err error)
 	// LeavePresence removes node's counts and heartbeat (a clean shutdown).
 	LeavePresence(ctx context.Context, node string) error
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,6 +23,11 @@ import (
 //	                      users (absent when none). Only changed keys are
 //	                      written. Its own PEXPIRE (twice the ttl) removes
 //	                      it if nobody else does.
+//	pT:presence:feed      stream: which keys' presence changed, one entry
+//	                      (field k: the keys, joined by "\n") per publish
+//	                      that changed any and per dead node removed (its
+//	                      keys), MAXLEN ~ 10,000. Nodes read it after their
+//	                      cursor to learn which keys other nodes changed.
 //
 // Readers use Redis's clock (TIME inside the scripts), so nodes with skewed
 // clocks agree on who is alive. A node past its deadline is ignored by
@@ -31,11 +37,33 @@ import (
 var _ Presence = (*Redis)(nil)
 
 func (r *Redis) presenceNodesKey() string { return r.prefix + redisTag + ":presence:nodes" }
+func (r *Redis) presenceFeedKey() string  { return r.prefix + redisTag + ":presence:feed" }
 func (r *Redis) presenceNodePrefix() string {
 	return r.prefix + redisTag + ":presence:n:"
 }
 
-// publishPresenceScript: KEYS[1] the nodes set, KEYS[2] the node's hash;
+// presenceReapLua removes the nodes whose deadline passed (KEYS[1] the
+// nodes set, KEYS[2] the change feed, ARGV[1] the node hash prefix) and
+// adds the keys they held to the change feed, so that every node learns
+// which keys a dead node's streams left. It sets now.
+const presenceReapLua = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)) do
+  local keys = {}
+  for _, f in ipairs(redis.call('HKEYS', ARGV[1] .. n)) do
+    if string.sub(f, 1, 2) == 'c:' then keys[#keys + 1] = string.sub(f, 3) end
+  end
+  if #keys > 0 then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'k', table.concat(keys, '\n'))
+  end
+  redis.call('ZREM', KEYS[1], n)
+  redis.call('DEL', ARGV[1] .. n)
+end
+`
+
+// publishPresenceScript: KEYS[1] the nodes set, KEYS[2] the node's hash,
+// KEYS[3] the change feed;
 // ARGV[1] node, ARGV[2] ttl ms, then key, connections, users JSON ("" =
 // none) per key. Returns 1 when the node was not in the set.
 var publishPresenceScript = redis.NewScript(`
@@ -56,25 +84,60 @@ for i = 3, #ARGV, 3 do
   end
 end
 redis.call('PEXPIRE', KEYS[2], 2 * ttl)
+if #ARGV > 2 then
+  local keys = {}
+  for i = 3, #ARGV, 3 do keys[#keys + 1] = ARGV[i] end
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'k', table.concat(keys, '\n'))
+end
 return redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 `)
 
-// presenceOfScript: KEYS[1] the nodes set; ARGV[1] the asking node, ARGV[2]
-// the node hash prefix, ARGV[3..] the fields to read. Removes the dead
-// nodes, then returns HMGET of the fields from every other live node.
-var presenceOfScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
-for _, n in ipairs(dead) do
-  redis.call('ZREM', KEYS[1], n)
-  redis.call('DEL', ARGV[2] .. n)
-end
+// presenceOfScript: KEYS[1] the nodes set, KEYS[2] the change feed;
+// ARGV[1] the node hash prefix, ARGV[2] the asking node, ARGV[3..] the
+// fields to read. Removes the dead nodes, then returns HMGET of the fields
+// from every other live node.
+var presenceOfScript = redis.NewScript(presenceReapLua + `
 local out = {}
 for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
-  if n ~= ARGV[1] then
-    out[#out + 1] = redis.call('HMGET', ARGV[2] .. n, unpack(ARGV, 3))
+  if n ~= ARGV[2] then
+    out[#out + 1] = redis.call('HMGET', ARGV[1] .. n, unpack(ARGV, 3))
   end
+end
+return out
+`)
+
+// presenceChangesScript: KEYS[1] the nodes set, KEYS[2] the change feed;
+// ARGV[1] the node hash prefix, ARGV[2] the cursor ("" = the end), ARGV[3]
+// the most entries to return. Removes the dead nodes, then returns
+// {next cursor, lost (1 if entries after the cursor were trimmed), keys...}.
+var presenceChangesScript = redis.NewScript(presenceReapLua + `
+local function older(a, b)
+  local am, as = string.match(a, '(%d+)-(%d+)')
+  local bm, bs = string.match(b, '(%d+)-(%d+)')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+if ARGV[2] == '' then
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  if #last == 0 then return {'0-0', 0} end
+  return {last[1][1], 0}
+end
+local lost = 0
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #first > 0 and ARGV[2] ~= '0-0' and older(ARGV[2], first[1][1]) then
+  -- the entry right after the cursor may be gone: entries are trimmed
+  -- from the start, so the first one being newer than the cursor says
+  -- at most that some were
+  local info = redis.call('XINFO', 'STREAM', KEYS[2])
+  for i = 1, #info, 2 do
+    if info[i] == 'max-deleted-entry-id' and older(ARGV[2], info[i + 1]) then lost = 1 end
+  end
+end
+local out = {ARGV[2], lost}
+local entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2], '+', 'COUNT', tonumber(ARGV[3]))
+for _, e in ipairs(entries) do
+  out[1] = e[1]
+  out[#out + 1] = e[2][2]
 end
 return out
 `)
@@ -89,7 +152,7 @@ func (r *Redis) PublishPresence(ctx context.Context, node string, ttl time.Durat
 		return false, err
 	}
 	ttlMS := max(ttl.Milliseconds(), 1)
-	keys := []string{r.presenceNodesKey(), r.presenceNodePrefix() + node}
+	keys := []string{r.presenceNodesKey(), r.presenceNodePrefix() + node, r.presenceFeedKey()}
 	fresh := false
 	for first := true; first || len(counts) > 0; first = false {
 		chunk := counts[:min(len(counts), presenceChunk)]
@@ -128,11 +191,11 @@ func (r *Redis) PresenceOf(ctx context.Context, node string, keys []string) ([]P
 	for base := 0; base < len(keys); base += presenceChunk {
 		chunk := keys[base:min(len(keys), base+presenceChunk)]
 		args := make([]any, 0, 2+2*len(chunk))
-		args = append(args, node, r.presenceNodePrefix())
+		args = append(args, r.presenceNodePrefix(), node)
 		for _, k := range chunk {
 			args = append(args, "c:"+k, "u:"+k)
 		}
-		res, err := presenceOfScript.Run(ctx, r.c, []string{r.presenceNodesKey()}, args...).Slice()
+		res, err := presenceOfScript.Run(ctx, r.c, []string{r.presenceNodesKey(), r.presenceFeedKey()}, args...).Slice()
 		if err != nil {
 			return nil, r.wrap(err)
 		}
@@ -181,15 +244,67 @@ func (r *Redis) PresenceOf(ctx context.Context, node string, keys []string) ([]P
 	return out, nil
 }
 
+// presenceChangesPage bounds the change-feed entries of one call.
+const presenceChangesPage = 1000
+
+// PresenceChanges implements Presence.
+func (r *Redis) PresenceChanges(ctx context.Context, cursor string) ([]string, string, bool, error) {
+	if err := r.begin(ctx); err != nil {
+		return nil, cursor, false, err
+	}
+	seen := map[string]struct{}{}
+	var keys []string
+	lost := false
+	for {
+		res, err := presenceChangesScript.Run(ctx, r.c, []string{r.presenceNodesKey(), r.presenceFeedKey()},
+			r.presenceNodePrefix(), cursor, presenceChangesPage).Slice()
+		if err != nil {
+			return nil, cursor, false, r.wrap(err)
+		}
+		if len(res) < 2 {
+			return nil, cursor, false, fmt.Errorf("store: redis: presence changes: short reply")
+		}
+		next, _ := res[0].(string)
+		if n, _ := res[1].(int64); n == 1 {
+			lost = true
+		}
+		for _, v := range res[2:] {
+			s, _ := v.(string)
+			for _, k := range strings.Split(s, "\n") {
+				if _, dup := seen[k]; !dup && k != "" {
+					seen[k] = struct{}{}
+					keys = append(keys, k)
+				}
+			}
+		}
+		done := cursor == "" || len(res)-2 < presenceChangesPage
+		cursor = next
+		if done {
+			return keys, cursor, lost, nil
+		}
+	}
+}
+
+// leavePresenceScript: KEYS[1] the nodes set, KEYS[2] the change feed,
+// KEYS[3] the node's hash; ARGV[1] the node. Removes the node and adds the
+// keys it held to the change feed.
+var leavePresenceScript = redis.NewScript(`
+local keys = {}
+for _, f in ipairs(redis.call('HKEYS', KEYS[3])) do
+  if string.sub(f, 1, 2) == 'c:' then keys[#keys + 1] = string.sub(f, 3) end
+end
+if #keys > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'k', table.concat(keys, '\n'))
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+return redis.call('DEL', KEYS[3])
+`)
+
 // LeavePresence implements Presence.
 func (r *Redis) LeavePresence(ctx context.Context, node string) error {
 	if err := r.begin(ctx); err != nil {
 		return err
 	}
-	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZRem(ctx, r.presenceNodesKey(), node)
-		p.Del(ctx, r.presenceNodePrefix()+node)
-		return nil
-	})
-	return r.wrap(err)
+	keys := []string{r.presenceNodesKey(), r.presenceFeedKey(), r.presenceNodePrefix() + node}
+	return r.wrap(leavePresenceScript.Run(ctx, r.c, keys, node).Err())
 }

@@ -35,6 +35,19 @@ func TestRedisPresence(t *testing.T) {
 		}
 		return got
 	}
+	changes := func(cursor string) ([]string, string) {
+		t.Helper()
+		keys, next, lost, err := r.PresenceChanges(ctx, cursor)
+		if err != nil || lost {
+			t.Fatalf("PresenceChanges(%q): lost %v, %v", cursor, lost, err)
+		}
+		slices.Sort(keys)
+		return keys, next
+	}
+	keys, cursor := changes("")
+	if len(keys) != 0 {
+		t.Fatalf("changes from the end: %v", keys)
+	}
 	if !pub("a", long, store.PresenceCount{Key: "room", Connections: 2, Users: []string{"u1", "u2"}}) {
 		t.Error("first publish of a node is not fresh")
 	}
@@ -42,6 +55,13 @@ func TestRedisPresence(t *testing.T) {
 		store.PresenceCount{Key: "solo", Connections: 1})
 	if pub("a", long) {
 		t.Error("a heartbeat of a live node says fresh")
+	}
+	// Every change is in the feed once per key; a heartbeat adds nothing.
+	if keys, cursor = changes(cursor); !slices.Equal(keys, []string{"room", "solo"}) {
+		t.Fatalf("changes: %v, want room and solo", keys)
+	}
+	if keys, cursor = changes(cursor); len(keys) != 0 {
+		t.Fatalf("changes after a heartbeat: %v", keys)
 	}
 	got := of("c", "room", "solo", "none")
 	want := []store.PresenceCount{
@@ -61,12 +81,18 @@ func TestRedisPresence(t *testing.T) {
 	if got := of("c", "room"); !equalCounts(got, []store.PresenceCount{{Key: "room", Connections: 2, Users: []string{"u1", "u2"}}}) {
 		t.Fatalf("after b left room: %+v", got)
 	}
+	if keys, cursor = changes(cursor); !slices.Equal(keys, []string{"room"}) {
+		t.Fatalf("changes: %v, want room", keys)
+	}
 	// Goodbye.
 	if err := r.LeavePresence(ctx, "b"); err != nil {
 		t.Fatal(err)
 	}
 	if got := of("c", "solo"); got[0].Connections != 0 {
 		t.Fatalf("after b's goodbye: %+v", got)
+	}
+	if keys, cursor = changes(cursor); !slices.Equal(keys, []string{"solo"}) {
+		t.Fatalf("changes after b's goodbye: %v, want solo (b's keys)", keys)
 	}
 	// A node that stops publishing drops out after its ttl (its hash
 	// itself lives twice as long: readers must not wait for that).
@@ -75,9 +101,18 @@ func TestRedisPresence(t *testing.T) {
 	if got := of("c", "room"); got[0].Connections != 6 {
 		t.Fatalf("with d: %+v", got)
 	}
+	_, cursor = changes(cursor)
 	time.Sleep(time.Until(published.Add(short + 50*time.Millisecond)))
 	if got := of("c", "room"); got[0].Connections != 2 {
 		t.Fatalf("%v after d's last heartbeat (ttl %v): %+v, want d dropped", time.Since(published), short, got)
+	}
+	// The reader that removed d put d's keys in the change feed, so that
+	// every node learns which keys d's death changed.
+	if keys, cursor = changes(cursor); !slices.Equal(keys, []string{"room"}) {
+		t.Fatalf("changes after d dropped out: %v, want room (d's keys)", keys)
+	}
+	if keys, _ = changes(cursor); len(keys) != 0 {
+		t.Fatalf("nothing changed, got %v", keys)
 	}
 	// Its entry was removed: when it comes back it must publish everything.
 	if !pub("d", short) {
