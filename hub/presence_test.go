@@ -241,3 +241,40 @@ func TestKeySetUsers(t *testing.T) {
 		}
 	}
 }
+
+// TestPresenceEventFrame checks the frame of a presence event: no id,
+// sorted lists cut at MaxUserIDs with truncated, and user ids escaped as
+// JSON (a token's sub may hold any character).
+func TestPresenceEventFrame(t *testing.T) {
+	h := &Hub{}
+	h.pres.cfg.MaxUserIDs = 2
+	set := func(us ...string) map[string]struct{} {
+		m := map[string]struct{}{}
+		for _, u := range us {
+			m[u] = struct{}{}
+		}
+		return m
+	}
+	tests := []struct {
+		name        string
+		now, before map[string]struct{}
+		want        string
+	}{
+		{"state", set("b", "a"), nil,
+			`{"key":"k\"1","connections":3,"users":2,"joined":["a","b"],"left":[]}`},
+		{"delta", set("a", "c"), set("a", "b"),
+			`{"key":"k\"1","connections":3,"users":2,"joined":["c"],"left":["b"]}`},
+		{"cut", set("d", "c", "b", "a"), nil,
+			`{"key":"k\"1","connections":3,"users":4,"joined":["a","b"],"left":[],"truncated":true}`},
+		{"escaped", set("x\ny", `q"`), nil,
+			`{"key":"k\"1","connections":3,"users":2,"joined":["q\"","x\u000ay"],"left":[]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := string(h.appendPresenceEvent(nil, `k"1`, 3, tt.now, tt.before))
+			if want := "event: presence\ndata: " + tt.want + "\n\n"; got != want {
+				t.Fatalf("got  %q\nwant %q", got, want)
+			}
+		})
+	}
+}
