@@ -316,7 +316,7 @@ func (l *Loop) Leave(s *Stream) {
 		}
 		u.next, u.prev = nil, nil
 		ks.n--
-		if len(l.pres) > 0 {
+		if len(l.pres) > 0 || l.h.pres.shared != nil {
 			l.leavePresence(ks, user)
 		}
 		if ks.n == 0 {

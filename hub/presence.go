@@ -92,8 +92,7 @@ func (h *Hub) NodeID() string { return h.pres.node }
 
 // keyPresence is a key's presence on one loop. It is kept in Loop.pres,
 // apart from keySet, only for the keys that need it: those with a stream
-// that has a user, and every key while presence is on (live keys or a
-// shared store). Most keys with users have one (per-user keys): it is kept
+// that has a user, and every key while presence.keys is set. Most keys with users have one (per-user keys): it is kept
 // inline, the others in a map; a user is in one place or the other.
 type keyPresence struct {
 	user  string           // a user with streams of the key ("" = none)
@@ -104,12 +103,15 @@ type keyPresence struct {
 	state []byte           // the key's current presence event, for new streams
 }
 
-// joinPresence records a stream of ks with user ("" = none).
+// joinPresence records a stream of ks with user ("" = none). A key gets a
+// keyPresence only for a user or while presence.keys is set; with a
+// shared store alone (Redis, no users, no live keys) a join only marks the
+// key changed, so nothing stays per connection.
 func (l *Loop) joinPresence(ks *keySet, user string) {
+	p := &l.h.pres
 	kp := l.pres[ks]
-	if kp == nil {
+	if kp == nil && (user != "" || p.cfg.Live != nil) {
 		kp = &keyPresence{}
-		p := &l.h.pres
 		kp.live = p.cfg.Live != nil && p.cfg.Live(ks.key)
 		kp.track = kp.live || p.shared != nil
 		if l.pres == nil {
@@ -117,10 +119,10 @@ func (l *Loop) joinPresence(ks *keySet, user string) {
 		}
 		l.pres[ks] = kp
 	}
-	if user != "" {
+	if kp != nil && user != "" {
 		kp.joinUser(user)
 	}
-	if kp.track {
+	if p.shared != nil || kp != nil && kp.track {
 		l.markPresence(ks.key)
 	}
 }
@@ -129,16 +131,13 @@ func (l *Loop) joinPresence(ks *keySet, user string) {
 // already the count without it.
 func (l *Loop) leavePresence(ks *keySet, user string) {
 	kp := l.pres[ks]
-	if kp == nil {
-		return
-	}
-	if user != "" {
+	if kp != nil && user != "" {
 		kp.leaveUser(user)
 	}
-	if kp.track {
+	if l.h.pres.shared != nil || kp != nil && kp.track {
 		l.markPresence(ks.key)
 	}
-	if ks.n == 0 || !kp.track && kp.nUser == 0 && len(kp.users) == 0 {
+	if kp != nil && (ks.n == 0 || !kp.track && kp.nUser == 0 && len(kp.users) == 0) {
 		delete(l.pres, ks)
 	}
 }

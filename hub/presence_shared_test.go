@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"sync"
@@ -156,6 +157,36 @@ func TestPresenceAcrossNodesInHub(t *testing.T) {
 		want = presenceData{Key: "room", Connections: 1, Users: 1, Joined: []string{}, Left: []string{"b"}}
 		if evs := presenceEvents(t, s); len(evs) != 3 || !equalPresence(evs[2], want) {
 			t.Fatalf("after the other node left: %+v, want a third event %+v", evs, want)
+		}
+	})
+}
+
+// TestPresenceSharedStoreWithoutUsersKeepsNothingPerStream: with a shared
+// store but no users and no presence.keys, joins only mark their keys
+// changed (cleared every round): no presence record stays per key or
+// stream, and the node's counts still reach the store.
+func TestPresenceSharedStoreWithoutUsersKeepsNothingPerStream(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		shared := newFakeShared(bubbleStore(t))
+		th := newTestHub(t, shared, 1, func(c *Config) {
+			c.Poll = time.Hour
+			c.Presence.Interval = time.Second
+		})
+		for i := range 3 {
+			th.open(0, Subscription{Keys: keys(fmt.Sprint("user:", i))}, true)
+		}
+		time.Sleep(time.Second + time.Second/10)
+		synctest.Wait()
+		fl := th.loops[0]
+		fl.do(func() {
+			if len(fl.hl.pres) != 0 || len(fl.hl.users) != 0 || len(fl.hl.presDirty) != 0 {
+				t.Errorf("kept %d presence records, %d users, %d dirty keys", len(fl.hl.pres), len(fl.hl.users), len(fl.hl.presDirty))
+			}
+		})
+		shared.mu.Lock()
+		defer shared.mu.Unlock()
+		if got := shared.nodes[th.h.NodeID()]; len(got) != 3 || got["user:1"].Connections != 1 {
+			t.Fatalf("published %+v, want three keys of one connection", got)
 		}
 	})
 }
