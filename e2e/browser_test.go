@@ -47,6 +47,8 @@ func startServer(t *testing.T) string {
 	cfg := engine.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Presence.Keys = []string{"demo"}
+	cfg.Presence.Interval = 200 * time.Millisecond
 	e, err := engine.New(cfg, st)
 	if err != nil {
 		t.Fatal(err)
@@ -104,6 +106,24 @@ func TestDemoPageShowsTriggeredEvent(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#status.open`)),
 	); err != nil {
 		t.Fatalf("page did not connect: %v", err)
+	}
+
+	// The page shows who is online on its key: itself, then a second
+	// subscriber that joins from outside, within one presence interval.
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.Search(`//span[@id="online" and contains(., "1 online")]`))); err != nil {
+		t.Fatalf("the page does not show 1 online: %v", err)
+	}
+	other, err := http.Get(base + "/events/demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Body.Close()
+	// Within 2.5 s: before the page's fallback GET (every 3 s) could show
+	// it, so this is the live presence event.
+	live, cancelLive := context.WithTimeout(ctx, 2500*time.Millisecond)
+	defer cancelLive()
+	if err := chromedp.Do(live, chromedp.WaitVisible(chromedp.Search(`//span[@id="online" and contains(., "2 online")]`))); err != nil {
+		t.Fatalf("the page does not show 2 online from a presence event: %v", err)
 	}
 
 	// Publish from outside the page, as an app would.

@@ -46,6 +46,8 @@ type Config struct {
 	Auth Auth `koanf:"auth"`
 	// CORS lets pages of other origins subscribe and trigger.
 	CORS CORS `koanf:"cors"`
+	// Presence configures who-is-online queries (GET /presence) and events.
+	Presence Presence `koanf:"presence"`
 
 	// Mercure serves the Mercure protocol under /.well-known/mercure, on
 	// the same store and hub as the native routes (see README.md,
@@ -173,6 +175,26 @@ type CORS struct {
 	MaxAge time.Duration `koanf:"max_age"`
 }
 
+// Presence configures presence: GET /presence/{key} answers how many
+// streams and which users (token subjects) a key has, on every node of a
+// Redis store; keys matching Keys also push "presence" events.
+type Presence struct {
+	// Keys are key patterns ("*" matches any run of characters) whose
+	// subscribers get live "presence" events. Empty = none (the default):
+	// then, with buntdb, joins and leaves cost nothing extra.
+	Keys []string `koanf:"keys"`
+	// Interval is the least time between two presence events of one key,
+	// and how often a node publishes its changed counts to Redis.
+	Interval time.Duration `koanf:"interval"`
+	// MaxUserIDs caps the user_ids of an answer and the joined/left lists
+	// of an event (the counts stay exact; "truncated" says one was cut).
+	MaxUserIDs int `koanf:"max_user_ids"`
+	// NodeTTL is how long a node's counts outlive its last heartbeat in
+	// Redis: a node killed without a goodbye leaves every count within
+	// NodeTTL. It must exceed Interval.
+	NodeTTL time.Duration `koanf:"node_ttl"`
+}
+
 // Option documents one configuration key: its default, unit and help.
 type Option = option.Option
 
@@ -219,6 +241,10 @@ var Options = []Option{
 	{Key: "mercure.cookie_name", Default: "mercureAuthorization", Help: "cookie that may carry a Mercure token"},
 	{Key: "mercure.subscriptions", Default: false, Help: "subscription events and the subscriptions API"},
 	{Key: "mercure.heartbeat", Default: 40 * time.Second, Help: `a Mercure stream silent this long gets a ":" comment`},
+	{Key: "presence.keys", Default: []string{}, ZeroAllowed: true, Help: `key patterns whose subscribers get live "presence" events; none = off`},
+	{Key: "presence.interval", Default: time.Second, Help: "at most one presence event per key per interval; how often a node publishes its changed counts to Redis"},
+	{Key: "presence.max_user_ids", Default: 100, Unit: "ids", Help: "user ids in a presence answer and in an event's joined/left lists (counts stay exact)"},
+	{Key: "presence.node_ttl", Default: 15 * time.Second, Help: "Redis: a node killed without a goodbye leaves every count within this long; must exceed presence.interval"},
 
 	{Key: "sources", Default: []Source{}, ZeroAllowed: true, Help: "data sources fetched once per poke (file only)"},
 }
@@ -256,6 +282,14 @@ func (c *Config) fillDefaults() error {
 		return fmt.Errorf("engine: %w", err)
 	}
 	option.FillZero(c, Options)
+	if c.Presence.NodeTTL <= c.Presence.Interval {
+		return fmt.Errorf("engine: presence.node_ttl (%v) must exceed presence.interval (%v)", c.Presence.NodeTTL, c.Presence.Interval)
+	}
+	for i, p := range c.Presence.Keys {
+		if p == "" {
+			return fmt.Errorf("engine: presence.keys[%d] is empty", i)
+		}
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -116,6 +116,14 @@ func New(cfg Config, st store.Store) (*Engine, error) {
 		DirectPoll:       cfg.DirectPoll,
 		Logger:           cfg.Logger,
 		Metrics:          e.m.set,
+		Presence: hub.PresenceConfig{
+			Interval:   cfg.Presence.Interval,
+			MaxUserIDs: cfg.Presence.MaxUserIDs,
+			NodeTTL:    cfg.Presence.NodeTTL,
+		},
+	}
+	if pats := cfg.Presence.Keys; len(pats) > 0 {
+		hcfg.Presence.Live = func(key string) bool { return matchAny(pats, key) }
 	}
 	if len(cfg.Sources) > 0 {
 		e.src = newSources(cfg.Sources, cfg.Limits.MaxBodyBytes, e.m, e.log)

@@ -91,6 +91,8 @@ var metricHelp = map[string]string{
 	"sseloop_replays_waiting":              "Replays paused until their client reads what it was sent.",
 	"sseloop_fanout_duration_seconds":      "Time one loop takes to write a batch of frames to its streams.",
 	"sseloop_store_read_duration_seconds":  "Time of one change-feed read from the store.",
+	"sseloop_presence_events_total":        "Presence events sent: one per key and presence.interval whose presence changed, not per subscriber.",
+	"sseloop_presence_queries_total":       "GET /presence requests answered.",
 	"process_open_fds":                     "Open file descriptors.",
 	"process_max_fds":                      "Limit on open file descriptors (ulimit -n).",
 }

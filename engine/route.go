@@ -37,6 +37,14 @@ func (l *loop) route(c *conn, req *httpparse.Request, body []byte) (keep bool) {
 	case l.e.merc != nil && hasPrefix(path, mercurePath) &&
 		(len(path) == len(mercurePath) || path[len(mercurePath)] == '/'):
 		return l.mercureRoute(c, req, body)
+	case string(path) == "/presence" || hasPrefix(path, "/presence/"):
+		if string(req.Method) == "OPTIONS" {
+			return l.preflight(c, req, "GET")
+		}
+		if !get {
+			return l.methodNotAllowed(c, "GET, OPTIONS")
+		}
+		return l.presence(c, req)
 	case string(path) == "/":
 		if !get {
 			return l.methodNotAllowed(c, "GET")
@@ -246,7 +254,7 @@ func (l *loop) subscribe(c *conn, req *httpparse.Request) bool {
 	cors := l.e.cors.headers(req.Header("Origin"))
 	a := l.e.auth
 	if !a.needToken(l.keys) {
-		return l.openStream(c, l.keys, lastID, haveLast, 0, cors)
+		return l.openStream(c, l.keys, lastID, haveLast, 0, "", cors)
 	}
 	var tok []byte
 	tok, l.tok = a.subscriberToken(req, l.tok)
@@ -269,13 +277,14 @@ func (l *loop) subscribe(c *conn, req *httpparse.Request) bool {
 			}
 			return l.authError(c, status, true, cors, why)
 		}
-		return l.openStream(c, keys, lastID, haveLast, exp, cors)
+		return l.openStream(c, keys, lastID, haveLast, exp, cl.Subject, cors)
 	})
 }
 
 // openStream turns c into an event stream of keys (distinct and valid) that
-// closes at exp (unix seconds, 0 = never), with cors header lines.
-func (l *loop) openStream(c *conn, keys [][]byte, lastID uint64, haveLast bool, exp uint32, cors string) bool {
+// closes at exp (unix seconds, 0 = never), with cors header lines. user is
+// the token's subject, for presence ("" without a token).
+func (l *loop) openStream(c *conn, keys [][]byte, lastID uint64, haveLast bool, exp uint32, user, cors string) bool {
 	c.phase = phaseStream
 	r := response{status: 200, ctype: "text/event-stream", extra: cors, stream: true}
 	l.out = r.appendTo(l.out[:0])
@@ -284,7 +293,8 @@ func (l *loop) openStream(c *conn, keys [][]byte, lastID uint64, haveLast bool, 
 	l.out = append(l.out, "\n\n"...)
 	// With haveLast, "0" is a real position: the client has seen nothing
 	// yet and wants the whole retained history.
-	l.hl.Open(&c.Stream, hub.Subscription{Keys: keys, Head: l.out, Resume: haveLast, LastID: lastID, Expires: exp})
+	l.hl.Open(&c.Stream, hub.Subscription{Keys: keys, Head: l.out, Resume: haveLast, LastID: lastID, Expires: exp,
+		User: user})
 	return true
 }
 

@@ -86,6 +86,8 @@ type Config struct {
 	// DirectPoll is how often the version markers of watched keys are read
 	// from stores that have them (see runDirect). 0 = off.
 	DirectPoll time.Duration
+	// Presence configures presence queries and events (see presence.go).
+	Presence PresenceConfig
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Logger receives the hub's logs. Default slog.Default().
@@ -107,8 +109,9 @@ type Hub struct {
 	loops   atomic.Pointer[[]*Loop] // copy-on-write snapshot
 
 	interest interest
-	tmpls    templates     // URI templates of Mercure streams (mercure.go)
-	mercN    atomic.Int64  // Mercure streams open on all loops
+	tmpls    templates    // URI templates of Mercure streams (mercure.go)
+	mercN    atomic.Int64 // Mercure streams open on all loops
+	pres     presence
 	wake     chan struct{} // a local publish wakes the feed reader
 	deferred atomic.Bool   // the feed reader skipped a read because loops were busy
 
@@ -161,6 +164,10 @@ func New(cfg Config, st store.Store) (*Hub, error) {
 		drainWake: make(chan struct{}, 1),
 	}
 	h.interest.m = make(map[string]int32)
+	if cfg.Presence.NodeTTL > 0 && cfg.Presence.Interval > 0 && cfg.Presence.NodeTTL <= cfg.Presence.Interval {
+		return nil, errors.New("hub: Presence.NodeTTL must exceed Presence.Interval")
+	}
+	h.pres.init(cfg.Presence, st)
 	h.m = newHubMetrics(cfg.Metrics, h)
 	empty := []*Loop{}
 	h.loops.Store(&empty)
@@ -194,6 +201,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	run(h.runDrain)
 	run(h.runAppender)
 	run(h.runDirect)
+	run(h.runPresence)
 	for range h.cfg.Fetchers {
 		run(h.runFetcher)
 	}

@@ -27,6 +27,13 @@ type Loop struct {
 
 	waiting []*Stream // replays waiting for their connection to drain
 
+	// users is the user of each open stream that has one (see presence.go):
+	// a side table, so that Stream does not grow for a field most
+	// deployments leave empty.
+	users     map[*Stream]string
+	pres      map[*keySet]*keyPresence // keys with users, or all while tracking
+	presDirty map[string]struct{}      // tracked keys whose presence changed
+
 	// counters batched per task and flushed to the shared metrics, so that a
 	// fan-out to 10,000 streams costs one atomic add, not 10,000.
 	delivered, written, heartbeats int
@@ -35,6 +42,7 @@ type Loop struct {
 	drainQueued atomic.Bool  // a drain check is queued
 	nWaiting    atomic.Int32 // len(waiting), for the drain goroutine
 	fanouts     atomic.Int32 // fan-out tasks queued and not yet run
+	presFlag    atomic.Bool  // presDirty is not empty
 }
 
 // NewLoop registers a loop whose functions run through exec. Call it once
@@ -205,6 +213,9 @@ type Subscription struct {
 	// Mercure, if not nil, makes the stream a Mercure stream of these
 	// selectors (Keys is then ignored): see mercure.go.
 	Mercure *MercureSub
+	// User is who opens the stream (the token's subject), for presence;
+	// "" = nobody in particular, and nothing is kept for the stream.
+	User string
 }
 
 // Open turns s into an event stream: it joins the subscriber sets of
@@ -220,7 +231,7 @@ func (l *Loop) Open(s *Stream, sub Subscription) {
 		l.joinMercure(s, sub.Mercure)
 		hb = l.merc.streams[s].hb
 	} else {
-		l.join(s, sub.Keys)
+		l.join(s, sub.Keys, sub.User)
 	}
 	l.write(s, sub.Head)
 	// The first heartbeat comes after a random part of the interval, so
@@ -239,12 +250,20 @@ func (l *Loop) Open(s *Stream, sub Subscription) {
 			keys[i] = string(k)
 		}
 		l.startReplay(s, keys, sub.LastID)
+	} else {
+		l.sendPresenceState(s)
 	}
 }
 
-func (l *Loop) join(s *Stream, keys [][]byte) {
+func (l *Loop) join(s *Stream, keys [][]byte, user string) {
 	s.subs = make([]sub, len(keys))
 	l.h.m.streams.Add(1)
+	if user != "" {
+		if l.users == nil {
+			l.users = make(map[*Stream]string)
+		}
+		l.users[s] = user
+	}
 	for i, k := range keys {
 		ks := l.sets[string(k)] // no allocation for the lookup
 		if ks == nil {
@@ -259,6 +278,9 @@ func (l *Loop) join(s *Stream, keys [][]byte) {
 		}
 		ks.head = u
 		ks.n++
+		if user != "" || l.h.pres.on {
+			l.joinPresence(ks, user)
+		}
 	}
 }
 
@@ -276,6 +298,11 @@ func (l *Loop) Leave(s *Stream) {
 	if s.subs == nil {
 		l.leaveMercure(s)
 	}
+	var user string
+	if len(l.users) > 0 {
+		user = l.users[s]
+		delete(l.users, s)
+	}
 	for i := range s.subs {
 		u := &s.subs[i]
 		ks := u.ks
@@ -289,6 +316,9 @@ func (l *Loop) Leave(s *Stream) {
 		}
 		u.next, u.prev = nil, nil
 		ks.n--
+		if len(l.pres) > 0 || l.h.pres.shared != nil {
+			l.leavePresence(ks, user)
+		}
 		if ks.n == 0 {
 			delete(l.sets, ks.key)
 			l.h.interest.remove(ks.key)

@@ -25,6 +25,9 @@ type hubMetrics struct {
 	directPokes *metrics.Counter
 	replayPages *metrics.Counter
 
+	presenceEvents  *metrics.Counter
+	presenceQueries *metrics.Counter
+
 	tick    *metrics.PrometheusHistogram
 	fanout  *metrics.PrometheusHistogram
 	storeRd *metrics.PrometheusHistogram
@@ -48,6 +51,9 @@ func newHubMetrics(s *metrics.Set, h *Hub) *hubMetrics {
 	m.feedResets = s.NewCounter("sseloop_feed_resets_total")
 	m.directPokes = s.NewCounter("sseloop_direct_pokes_total")
 	m.replayPages = s.NewCounter("sseloop_replay_pages_total")
+	// One per key and interval whose presence changed (not per subscriber).
+	m.presenceEvents = s.NewCounter("sseloop_presence_events_total")
+	m.presenceQueries = s.NewCounter("sseloop_presence_queries_total")
 	m.tick = s.NewPrometheusHistogram("sseloop_tick_duration_seconds")
 	m.fanout = s.NewPrometheusHistogram("sseloop_fanout_duration_seconds")
 	m.storeRd = s.NewPrometheusHistogram("sseloop_store_read_duration_seconds")

@@ -289,6 +289,7 @@ func (l *Loop) writePage(s *Stream, r *replay) {
 		l.readNext(s)
 	case p.upTo >= l.seen:
 		s.replay = nil // caught up: live from here on
+		l.sendPresenceState(s)
 	default:
 		// The feed fanned out events past this read while it ran; they
 		// were not written to s. Read them from the store.
