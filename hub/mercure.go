@@ -508,13 +508,7 @@ func appendDataLines(dst, data []byte) []byte {
 // Store worker.
 func (h *Hub) readMercurePage(ctx context.Context, req pageReq) *page {
 	p := &page{gapMark: req.gapMark, last: req.after}
-	var head store.Head
-	var err error
-	if hr, ok := h.st.(store.HeadReader); ok && req.first {
-		head, err = hr.Head(ctx)
-	} else {
-		head.LastID, err = h.st.LastID(ctx)
-	}
+	head, err := h.head(ctx, req.first)
 	if err != nil {
 		return &page{err: err}
 	}

@@ -114,19 +114,24 @@ func (l *Loop) readNext(s *Stream) {
 	}
 }
 
+// head reads the store's position before a page: its last id, and on a
+// replay's first page its epoch too (stores that tell), to recognise an id
+// of a lost incarnation.
+func (h *Hub) head(ctx context.Context, first bool) (store.Head, error) {
+	if hr, ok := h.st.(store.HeadReader); ok && first {
+		return hr.Head(ctx)
+	}
+	last, err := h.st.LastID(ctx)
+	return store.Head{LastID: last}, err
+}
+
 // readPage reads and encodes one page. Store worker.
 func (h *Hub) readPage(ctx context.Context, req pageReq) *page {
 	if req.merc != nil {
 		return h.readMercurePage(ctx, req)
 	}
 	p := &page{gapMark: req.gapMark, last: req.after}
-	var head store.Head
-	var err error
-	if hr, ok := h.st.(store.HeadReader); ok && req.first {
-		head, err = hr.Head(ctx)
-	} else {
-		head.LastID, err = h.st.LastID(ctx)
-	}
+	head, err := h.head(ctx, req.first)
 	if err != nil {
 		return &page{err: err}
 	}
