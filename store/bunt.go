@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -114,6 +115,12 @@ type Bunt struct {
 	failed atomic.Pointer[error] // sticky fsync failure
 	bgErr  atomic.Pointer[error] // last background sweep error, nil after a success
 
+	// Records found damaged after open (see damagedRead).
+	corruptN atomic.Uint64       // CorruptRecords
+	lostAll  atomic.Uint64       // highest damaged event id: every key reports it dropped
+	badMu    sync.Mutex          //
+	bad      map[string]struct{} // buntdb keys already counted, under badMu
+
 	lock *os.File // <path>.lock, flocked while open; nil for memory
 
 	closed atomic.Bool
@@ -210,6 +217,13 @@ func prepareFile(path string) error {
 		return fmt.Errorf("store: read %s: %w", path, err)
 	}
 	if torn {
+		if closedCleanly(f) {
+			// The last write was Close's: nothing after it was cut off by a
+			// crash, so the record that runs past the end of the file is a
+			// damaged length, and cutting there would drop the records after it.
+			return fmt.Errorf("%w: %s: offset %d: record runs past the end of a file that was closed cleanly: %w",
+				ErrCorrupt, path, end, buntdb.ErrInvalid)
+		}
 		if err := f.Truncate(end); err != nil {
 			return fmt.Errorf("store: truncate %s at its cut-off last record (offset %d): %w", path, end, err)
 		}
@@ -218,6 +232,26 @@ func prepareFile(path string) error {
 		}
 	}
 	return nil
+}
+
+// cleanRecord is the record Close writes last (buntdb writes it this way).
+const cleanRecord = "*3\r\n$3\r\nset\r\n$7\r\n" + keyClean + "\r\n$0\r\n\r\n"
+
+// closedCleanly reports whether the file f ends with cleanRecord (and NUL
+// bytes, which buntdb skips).
+func closedCleanly(f *os.File) bool {
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	var buf [4096]byte
+	off := max(0, fi.Size()-int64(len(buf)))
+	n, err := f.ReadAt(buf[:fi.Size()-off], off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false
+	}
+	tail := strings.TrimRight(string(buf[:n]), "\x00")
+	return strings.HasSuffix(tail, cleanRecord)
 }
 
 // init configures buntdb and recovers the state kept outside it.
@@ -243,58 +277,11 @@ func (b *Bunt) init() error {
 			return fmt.Errorf("store: stat %s: %w", b.path, err)
 		}
 	}
-	var clean, empty bool
-	err := b.db.View(func(tx *buntdb.Tx) error {
-		n, err := tx.Len()
-		if err != nil {
-			return err
-		}
-		empty = n == 0
-		if _, err := tx.Get(keyClean); err == nil {
-			clean = true
-		}
-		if v, err := tx.Get(keyLast); err == nil {
-			id, t, ok := decodeLast(v)
-			if !ok {
-				return b.corrupt("record " + keyLast)
-			}
-			b.next, b.lastTime = id, t
-		}
-		if v, err := tx.Get(keyFloor); err == nil {
-			floor, ok := decodeUvarint(v)
-			if !ok {
-				return b.corrupt("record " + keyFloor)
-			}
-			b.floor = floor
-		}
-		var bad error
-		err = tx.DescendLessOrEqual("", logLast, func(k, v string) bool {
-			id, ok := logID(k)
-			if !ok {
-				return false // no log records
-			}
-			t, ok := eventTime(v)
-			if !ok {
-				bad = b.corruptID(id)
-				return false
-			}
-			b.next, b.lastTime = max(b.next, id), max(b.lastTime, t)
-			return false
-		})
-		if bad != nil {
-			return bad
-		}
-		return err
-	})
+	empty, err := b.load()
 	if err != nil {
-		return b.wrap(err)
+		return err
 	}
 	if b.path != "" && !empty {
-		if !clean {
-			if err := b.repair(); err != nil {
-				return err
-			}
-		}
 		if err := b.db.Update(func(tx *buntdb.Tx) error {
 			_, err := tx.Delete(keyClean)
 			if errors.Is(err, buntdb.ErrNotFound) {
@@ -547,8 +534,10 @@ func (b *Bunt) appendTx(tx *buntdb.Tx, evs []Event) (uint64, error) {
 			ka.dropped = id
 			continue
 		}
-		b.buf = appendEvent(b.buf[:0], ev)
-		if _, _, err := tx.Set(logKey(id), string(b.buf), nil); err != nil {
+		lk := logKey(id)
+		b.buf = appendEvent(appendSealHeader(b.buf[:0]), ev)
+		sealValue(lk, b.buf)
+		if _, _, err := tx.Set(lk, string(b.buf), nil); err != nil {
 			return 0, err
 		}
 		if _, _, err := tx.Set(indexKey(ev.Key, id), "", nil); err != nil {
@@ -571,7 +560,8 @@ func (b *Bunt) appendTx(tx *buntdb.Tx, evs []Event) (uint64, error) {
 			m.count -= uint64(removed)
 			m.dropped = max(m.dropped, top)
 		}
-		if _, _, err := tx.Set(metaKey(ka.key), m.encode(), nil); err != nil {
+		mk := metaKey(ka.key)
+		if _, _, err := tx.Set(mk, m.encode(mk), nil); err != nil {
 			return 0, err
 		}
 	}
@@ -581,20 +571,87 @@ func (b *Bunt) appendTx(tx *buntdb.Tx, evs []Event) (uint64, error) {
 
 // meta reads the metadata of key. A key without metadata has no events, and
 // its history may have been forgotten: it starts with dropped = floor, so a
-// new event does not hide the gap Retention reported before it.
+// new event does not hide the gap Retention reported before it. Damaged
+// metadata is rebuilt: the count from the index, dropped as high as any id
+// handed out (what it held is unknown: a false gap, never a missed one).
 func (b *Bunt) meta(tx *buntdb.Tx, key string) (keyMeta, error) {
-	v, err := tx.Get(metaKey(key))
+	mk := metaKey(key)
+	v, err := tx.Get(mk)
 	if errors.Is(err, buntdb.ErrNotFound) {
 		return keyMeta{dropped: b.floor}, nil
 	} else if err != nil {
 		return keyMeta{}, err
 	}
-	m, ok := decodeMeta(v)
-	if !ok {
-		return m, b.corrupt(fmt.Sprintf("metadata of key %q", key))
+	if m, ok := b.readMeta(mk, v); ok {
+		return m, nil
 	}
-	return m, nil
+	m := keyMeta{dropped: max(b.floor, b.next)}
+	prefix := indexPrefix(key)
+	err = tx.AscendGreaterOrEqual("", prefix, func(k, _ string) bool {
+		if !strings.HasPrefix(k, prefix) {
+			return false
+		}
+		m.count++
+		return true
+	})
+	return m, err
 }
+
+// readMeta decodes the metadata record mk, and counts it as damaged if it
+// fails its checksum.
+func (b *Bunt) readMeta(mk, v string) (keyMeta, bool) {
+	if body, ok := unseal(mk, v); ok {
+		if m, ok := decodeMeta(body); ok {
+			return m, true
+		}
+	}
+	b.damagedRead(mk, 0)
+	return keyMeta{}, false
+}
+
+// readEvent returns the body of the log record k (its value v) and its
+// decoded fields. If the record fails its checksum it is counted as damaged
+// and ok is false: the caller skips it, as if it had been dropped.
+func (b *Bunt) readEvent(k, v string) (body string, r rawEvent, ok bool) {
+	if body, ok = unseal(k, v); ok {
+		if r, ok = decodeEvent(body); ok {
+			return body, r, true
+		}
+	}
+	id, _ := logID(k)
+	b.damagedRead(k, id)
+	return "", r, false
+}
+
+// damagedRead records a record that failed its checksum after open (load
+// verified every record, so the bytes changed in memory): it is counted once
+// (CorruptRecords), the first is logged, and for an event every key reports
+// it dropped from now on (the key of a damaged record cannot be trusted), so
+// a client resuming across it is told with a gap, never left with a hole.
+// The record stays in the file: the next open checks it again.
+func (b *Bunt) damagedRead(k string, id uint64) {
+	b.badMu.Lock()
+	if b.bad == nil {
+		b.bad = make(map[string]struct{})
+	}
+	_, seen := b.bad[k]
+	b.bad[k] = struct{}{}
+	b.badMu.Unlock()
+	if seen {
+		return
+	}
+	if id != 0 {
+		atomicMax(&b.lostAll, id)
+	}
+	if b.corruptN.Add(1) == 1 {
+		b.opts.Logger.Error("store: a record failed its checksum after open; skipping it and reporting a gap (further damaged records are only counted)",
+			"path", b.name(), "record", describeRecord(k), "event_id", id)
+	}
+}
+
+// CorruptRecords returns how many records failed their checksum since open:
+// the damaged records Repair dropped at open, and those reads skipped later.
+func (b *Bunt) CorruptRecords() uint64 { return b.corruptN.Load() }
 
 // trim removes the n oldest events of key and returns how many it removed
 // and the highest removed id.
@@ -672,32 +729,24 @@ func (b *Bunt) After(ctx context.Context, afterID uint64, limit int) ([]Event, e
 	// Sized for the common case; ids may have holes (trims, a skip after an
 	// unclean shutdown), so last-afterID can be far more than will come back.
 	evs := make([]Event, 0, min(uint64(limit), last-afterID, 256))
-	var bad error
 	err := b.db.View(func(tx *buntdb.Tx) error {
 		return tx.AscendRange("", logKey(afterID+1), logEnd, func(k, v string) bool {
 			id, _ := logID(k)
-			t, ok := eventTime(v)
-			if !ok {
-				bad = b.corruptID(id)
-				return false
+			body, r, ok := b.readEvent(k, v)
+			if !ok || r.time <= cutoff {
+				return true // damaged, or expired and the sweeper has not got here yet
 			}
-			if t <= cutoff {
-				return true // expired, the sweeper has not got here yet
-			}
-			evs = append(evs, Event{ID: id, Time: t, Key: v})
+			evs = append(evs, Event{ID: id, Time: r.time, Key: body})
 			return len(evs) < limit
 		})
 	})
-	if err == nil {
-		err = bad
-	}
 	if err != nil {
 		return nil, b.wrap(err)
 	}
 	return finish(evs), nil
 }
 
-// finish decodes events whose Key still holds their raw log value (buntdb's
+// finish decodes events whose Key still holds the body of their log value (buntdb's
 // string, valid and immutable after the transaction, so the copying happens
 // outside the lock). Keys and names of all events share one string, data one
 // []byte: three allocations per call, not three per event.
@@ -744,23 +793,17 @@ func (b *Bunt) expiredThrough(tx *buntdb.Tx, cutoff int64) (uint64, error) {
 		return 0, nil
 	}
 	var through uint64
-	var bad error
 	err := tx.AscendRange("", logFirst, logEnd, func(k, v string) bool {
-		id, _ := logID(k)
-		t, ok := eventTime(v)
+		_, r, ok := b.readEvent(k, v)
 		if !ok {
-			bad = b.corruptID(id)
+			return true // damaged: reported dropped by Retention
+		}
+		if r.time > cutoff {
 			return false
 		}
-		if t > cutoff {
-			return false
-		}
-		through = id
+		through, _ = logID(k)
 		return true
 	})
-	if err == nil {
-		err = bad
-	}
 	return through, err
 }
 
@@ -826,17 +869,18 @@ func (b *Bunt) Replay(ctx context.Context, keys []string, afterID uint64, limit 
 		}
 		evs = make([]Event, 0, len(ids))
 		for _, id := range ids {
-			v, err := tx.Get(logKey(id))
+			lk := logKey(id)
+			v, err := tx.Get(lk)
 			if errors.Is(err, buntdb.ErrNotFound) {
-				continue // cannot happen after repair; tolerate it anyway
+				continue // cannot happen after load; tolerate it anyway
 			} else if err != nil {
 				return err
 			}
-			t, ok := eventTime(v)
+			body, r, ok := b.readEvent(lk, v)
 			if !ok {
-				return b.corruptID(id)
+				continue // damaged: reported dropped by Retention
 			}
-			evs = append(evs, Event{ID: id, Time: t, Key: v})
+			evs = append(evs, Event{ID: id, Time: r.time, Key: body})
 		}
 		return nil
 	})
@@ -859,19 +903,21 @@ func (b *Bunt) Retention(ctx context.Context, keys []string) ([]Retention, error
 		if err != nil {
 			return err
 		}
+		lost := b.lostAll.Load()
 		for i, key := range keys {
-			v, err := tx.Get(metaKey(key))
+			mk := metaKey(key)
+			v, err := tx.Get(mk)
 			if errors.Is(err, buntdb.ErrNotFound) {
-				out[i].Dropped = b.floor // nothing retained, history forgotten
+				out[i].Dropped = max(b.floor, lost) // nothing retained, history forgotten
 				continue
 			} else if err != nil {
 				return err
 			}
-			m, ok := decodeMeta(v)
+			m, ok := b.readMeta(mk, v)
 			if !ok {
-				return b.corrupt(fmt.Sprintf("metadata of key %q", key))
+				m.dropped = max(b.floor, b.next) // unknown: a false gap, never a missed one
 			}
-			out[i].Dropped = m.dropped
+			out[i].Dropped = max(m.dropped, lost)
 			prefix := indexPrefix(key)
 			err = tx.AscendGreaterOrEqual("", prefix, func(k, _ string) bool {
 				if !strings.HasPrefix(k, prefix) {
@@ -978,13 +1024,11 @@ func (b *Bunt) sweepTx(tx *buntdb.Tx) (int, error) {
 		key string
 	}
 	var victims []victim
-	var bad error
 	err := tx.AscendRange("", logFirst, logEnd, func(k, v string) bool {
 		id, _ := logID(k)
-		r, ok := decodeEvent(v)
+		_, r, ok := b.readEvent(k, v)
 		if !ok {
-			bad = b.corruptID(id)
-			return false
+			return true // damaged: left for the next open to find, reported dropped meanwhile
 		}
 		if r.time > cutoff {
 			return false
@@ -992,9 +1036,6 @@ func (b *Bunt) sweepTx(tx *buntdb.Tx) (int, error) {
 		victims = append(victims, victim{id, r.key})
 		return len(victims) < sweepBatch
 	})
-	if err == nil {
-		err = bad
-	}
 	if err != nil || len(victims) == 0 {
 		return 0, err
 	}
@@ -1030,14 +1071,15 @@ func (b *Bunt) sweepTx(tx *buntdb.Tx) (int, error) {
 		}
 		m.count -= ks.n
 		m.dropped = max(m.dropped, ks.top)
-		if _, _, err := tx.Set(metaKey(key), m.encode(), nil); err != nil {
+		mk := metaKey(key)
+		if _, _, err := tx.Set(mk, m.encode(mk), nil); err != nil {
 			return 0, err
 		}
 	}
 	// The log is walked in id order and everything older was swept or
 	// trimmed before, so every id up to the last victim is gone.
 	floor := max(b.floor, victims[len(victims)-1].id)
-	if _, _, err := tx.Set(keyFloor, encodeUvarint(floor), nil); err != nil {
+	if _, _, err := tx.Set(keyFloor, encodeUvarint(keyFloor, floor), nil); err != nil {
 		return 0, err
 	}
 	// The newest event may be among the victims: keep the last id.

@@ -1,6 +1,9 @@
 package store
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"hash/crc32"
+)
 
 // Keys and values of the buntdb layout (see the comment on Bunt).
 
@@ -17,6 +20,7 @@ const (
 	keyLast  = "n:last"
 	keyFloor = "n:floor"
 	keyClean = "n:clean"
+	keyCRC   = "n:crc" // present once every value of the file is sealed
 
 	// logLast is above every log key.
 	logLast = "e\xff\xff\xff\xff\xff\xff\xff\xff"
@@ -85,9 +89,69 @@ func indexID(k string) uint64 { return beUint64(k[len(k)-8:]) }
 // never by range, so the key needs no length prefix.
 func metaKey(key string) string { return "m" + key }
 
-// appendEvent appends the log value of ev: uvarint(len key) key
+// # Checksums
+//
+// Every value sseloop decodes (log records, metadata, n:last, n:floor, n:crc)
+// is sealed: sealMagic, the CRC-32C (Castagnoli) of the record's buntdb key
+// followed by the body, 4 bytes big-endian, then the body. The key is covered
+// so that a damaged key (another id, another subscription key) fails the
+// check as surely as a damaged value. Index entries and n:clean have empty
+// values; load checks the index against the log instead.
+//
+// sealMagic is uvarint(2^28-1): no value written before checksums starts with
+// it (it would be a 256 MiB key length or count), and an older sseloop reads
+// a sealed log record as a key longer than the record, so it reports the
+// record as damaged instead of decoding garbage.
+const (
+	sealMagic  = "\xff\xff\xff\x7f"
+	sealHeader = len(sealMagic) + 4
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// appendSealHeader starts a sealed value; sealValue fills in its checksum
+// once the body follows.
+func appendSealHeader(dst []byte) []byte {
+	return append(dst, sealMagic+"\x00\x00\x00\x00"...)
+}
+
+// sealValue writes the checksum of v, a value started with appendSealHeader,
+// stored under the buntdb key k.
+func sealValue(k string, v []byte) {
+	binary.BigEndian.PutUint32(v[len(sealMagic):], checksum(k, v[sealHeader:]))
+}
+
+// sealString returns body sealed under the buntdb key k.
+func sealString(k string, body []byte) string {
+	var buf [64]byte
+	v := append(appendSealHeader(buf[:0]), body...)
+	sealValue(k, v)
+	return string(v)
+}
+
+func checksum(k string, body []byte) uint32 {
+	return crc32.Update(crc32.Update(0, castagnoli, stringBytes(k)), castagnoli, body)
+}
+
+// isSealed reports whether v starts like a sealed value.
+func isSealed(v string) bool {
+	return len(v) >= sealHeader && v[:len(sealMagic)] == sealMagic
+}
+
+// unseal returns the body of the sealed value v stored under k, and false if
+// v is not sealed or its checksum does not match. The body points into v.
+func unseal(k, v string) (string, bool) {
+	if !isSealed(v) {
+		return "", false
+	}
+	body := v[sealHeader:]
+	sum := uint32(v[4])<<24 | uint32(v[5])<<16 | uint32(v[6])<<8 | uint32(v[7])
+	return body, sum == checksum(k, stringBytes(body))
+}
+
+// appendEvent appends the body of the log value of ev: uvarint(len key) key
 // uvarint(len name) name varint(time) data. The data runs to the end, so it
-// needs no length.
+// needs no length. Log values written before checksums are this body alone.
 func appendEvent(dst []byte, ev *Event) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(ev.Key)))
 	dst = append(dst, ev.Key...)
@@ -103,7 +167,7 @@ type rawEvent struct {
 	time            int64
 }
 
-// decodeEvent decodes a log value without copying.
+// decodeEvent decodes the body of a log value without copying.
 func decodeEvent(v string) (r rawEvent, ok bool) {
 	if r.key, v, ok = cutString(v); !ok {
 		return r, false
@@ -142,10 +206,14 @@ type keyMeta struct {
 	dropped uint64 // highest id of the key removed by MaxEvents or TTL
 }
 
-func (m keyMeta) encode() string {
-	var buf [2 * binary.MaxVarintLen64]byte
-	b := binary.AppendUvarint(buf[:0], m.count)
-	return string(binary.AppendUvarint(b, m.dropped))
+// encode returns the value of the metadata record k (metaKey of the key).
+func (m keyMeta) encode(k string) string {
+	var buf [sealHeader + 2*binary.MaxVarintLen64]byte
+	b := appendSealHeader(buf[:0])
+	b = binary.AppendUvarint(b, m.count)
+	b = binary.AppendUvarint(b, m.dropped)
+	sealValue(k, b)
+	return string(b)
 }
 
 func decodeMeta(v string) (m keyMeta, ok bool) {
@@ -163,7 +231,7 @@ func decodeMeta(v string) (m keyMeta, ok bool) {
 func encodeLast(id uint64, t int64) string {
 	var buf [2 * binary.MaxVarintLen64]byte
 	b := binary.AppendUvarint(buf[:0], id)
-	return string(binary.AppendVarint(b, t))
+	return sealString(keyLast, binary.AppendVarint(b, t))
 }
 
 func decodeLast(v string) (id uint64, t int64, ok bool) {
@@ -178,9 +246,10 @@ func decodeLast(v string) (id uint64, t int64, ok bool) {
 	return id, unzigzag(u), true
 }
 
-func encodeUvarint(x uint64) string {
+// encodeUvarint encodes x as the record k (n:floor).
+func encodeUvarint(k string, x uint64) string {
 	var buf [binary.MaxVarintLen64]byte
-	return string(binary.AppendUvarint(buf[:0], x))
+	return sealString(k, binary.AppendUvarint(buf[:0], x))
 }
 
 func decodeUvarint(v string) (uint64, bool) {

@@ -1,135 +1,202 @@
 package store
 
 import (
-	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/tidwall/buntdb"
 )
 
-// repair runs when a non-empty file was not closed cleanly. buntdb writes each
-// transaction with one write(2) but keeps no transaction boundaries in the
-// file, so a crash (power loss, kernel panic) can persist part of the last
-// one: an index entry without its log record, a log record without its index
-// entry, a count that is off, a MaxEvents trim whose dropped id was lost.
+// lossReport is what a repair learned about lost events.
+type lossReport struct {
+	all  uint64            // every key reports a gap for resuming before this id
+	keys map[string]uint64 // per key: highest id of a lost event
+}
+
+// fixup runs at open, in one write transaction, when the file needs it: it
+// was written before checksums, it was not closed cleanly, or it is damaged
+// and Options.Repair is set. One transaction: a crash in the middle leaves
+// the file as it was (the cut-off transaction is dropped at the next open).
 //
-// The log is the truth. repair, in one transaction:
-//   - adds missing index entries and deletes index entries without a log record;
-//   - recounts every key's metadata, deleting it for keys with no events left;
-//   - raises every key's dropped, and the floor, to the last id: the lost part
-//     of a transaction may have removed events without recording it, so any
-//     client resuming from before the last id is told it may have missed
-//     events (a false gap at worst);
-//   - skips uncleanIDSkip ids: under SyncEverySecond or SyncNever, clients may
-//     have seen ids that did not reach the disk, and those must not be handed
-//     out again for other events.
+// Damaged records (repairing) are deleted. Values written before checksums
+// are sealed. Then, if repairing or unclean, the layout is rebuilt from the
+// log, which is the truth:
+//   - missing index entries are added; index entries without their event are
+//     deleted, and the event counts as lost for the key they name;
+//   - a damaged event whose key no index entry names is lost for every key;
+//   - every key's metadata is recounted; a key whose count was wrong for no
+//     known reason, or whose metadata was lost, reports a gap up to the last
+//     id, since what it dropped before is unknown;
+//   - the floor (what a key without metadata reports) is raised to the last
+//     id, since a lost n:floor or a key whose events were all lost is not
+//     otherwise visible;
+//   - ids skip uncleanIDSkip, so an id a client saw on an event that is now
+//     lost is never handed out again.
 //
-// It reads the whole database, like buntdb's load before it, and it runs only
-// after a crash.
-func (b *Bunt) repair() error {
-	err := b.db.Update(func(tx *buntdb.Tx) error {
-		last := b.next
-		counts := make(map[string]uint64)
-		var missing []string
-		var bad error
-		err := tx.AscendRange("", logFirst, logEnd, func(k, v string) bool {
-			id, ok := logID(k)
-			if !ok {
-				bad = b.corrupt(fmt.Sprintf("log key %q", k))
-				return false
+// unclean: buntdb writes each transaction with one write(2) but keeps no
+// transaction boundaries in the file, so a crash (power loss, kernel panic)
+// can persist part of the last one: an index entry without its log record, a
+// log record without its index entry, a count that is off, a MaxEvents trim
+// whose dropped id was lost. So every key's dropped is raised to the last id
+// as well: a client resuming from before it is told it may have missed
+// events (a false gap at worst).
+//
+// It reads the whole database, like buntdb's load before it.
+func (b *Bunt) fixup(tx *buntdb.Tx, s *loadScan, repairing, unclean bool) (lossReport, error) {
+	lost := lossReport{keys: make(map[string]uint64)}
+	last := b.next
+	var damagedIDs []uint64
+	if repairing {
+		for _, d := range s.damaged {
+			if err := deleteIfExists(tx, d.key); err != nil {
+				return lost, err
 			}
-			r, ok := decodeEvent(v)
-			if !ok {
-				bad = b.corruptID(id)
-				return false
+			if d.id != 0 {
+				damagedIDs = append(damagedIDs, d.id)
 			}
-			counts[r.key]++
-			ik := indexKey(r.key, id)
-			if _, err := tx.Get(ik); err != nil {
-				missing = append(missing, ik)
-			}
-			return true
-		})
-		if err == nil {
-			err = bad
 		}
-		if err != nil {
-			return err
-		}
+	}
+	if err := b.seal(tx, s); err != nil {
+		return lost, err
+	}
+	if !repairing && !unclean {
+		return lost, nil
+	}
 
-		var orphans []string
-		err = tx.AscendRange("", idxFirst, idxEnd, func(k, _ string) bool {
-			key, id, ok := parseIndexKey(k)
-			if ok {
-				if v, gerr := tx.Get(logKey(id)); gerr == nil {
-					r, _ := decodeEvent(v) // all log records decoded above
-					if r.key == key {
-						return true
-					}
-				}
-			}
-			orphans = append(orphans, k)
-			return true
-		})
-		if err != nil {
-			return err
+	counts := make(map[string]uint64)
+	var missing []string
+	err := tx.AscendRange("", logFirst, logEnd, func(k, v string) bool {
+		id, _ := logID(k)
+		body, _ := unseal(k, v)   // sound: damaged records were deleted above
+		r, _ := decodeEvent(body) // and the others sealed
+		counts[r.key]++
+		if ik := indexKey(r.key, id); !exists(tx, ik) {
+			missing = append(missing, ik)
 		}
-
-		type kv struct{ k, v string }
-		var metas []kv
-		err = tx.AscendRange("", "m", metaEnd, func(k, v string) bool {
-			metas = append(metas, kv{k, v})
-			return true
-		})
-		if err != nil {
-			return err
-		}
-
-		for _, k := range missing {
-			if _, _, err := tx.Set(k, "", nil); err != nil {
-				return err
-			}
-		}
-		for _, k := range orphans {
-			if err := deleteIfExists(tx, k); err != nil {
-				return err
-			}
-		}
-		for _, e := range metas {
-			key := e.k[1:]
-			c := counts[key]
-			if c == 0 {
-				if err := deleteIfExists(tx, e.k); err != nil {
-					return err
-				}
-				continue
-			}
-			m, _ := decodeMeta(e.v) // rewritten below even if damaged
-			m.count, m.dropped = c, max(m.dropped, last)
-			if _, _, err := tx.Set(e.k, m.encode(), nil); err != nil {
-				return err
-			}
-			delete(counts, key)
-		}
-		for key, c := range counts {
-			if _, _, err := tx.Set(metaKey(key), keyMeta{count: c, dropped: last}.encode(), nil); err != nil {
-				return err
-			}
-		}
-
-		floor := max(b.floor, last)
-		if _, _, err := tx.Set(keyFloor, encodeUvarint(floor), nil); err != nil {
-			return err
-		}
-		next := last + uncleanIDSkip
-		if _, _, err := tx.Set(keyLast, encodeLast(next, b.lastTime), nil); err != nil {
-			return err
-		}
-		b.floor, b.next = floor, next
-		return nil
+		return true
 	})
 	if err != nil {
-		return fmt.Errorf("store: repair %s after unclean shutdown: %w", b.path, b.wrap(err))
+		return lost, err
 	}
-	b.writes.Add(1)
-	return nil
+
+	var orphans []string
+	err = tx.AscendRange("", idxFirst, idxEnd, func(k, _ string) bool {
+		if orphanIndex(tx, k) {
+			orphans = append(orphans, k)
+			if key, id, ok := parseIndexKey(k); ok {
+				lost.keys[key] = max(lost.keys[key], id)
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return lost, err
+	}
+	for _, id := range damagedIDs {
+		named := slices.ContainsFunc(orphans, func(k string) bool { return indexID(k) == id })
+		if !named {
+			// Its key is unknown. Its id may be damaged too: one past the
+			// newest sound id means "possibly anything up to there".
+			lost.all = max(lost.all, min(id, last))
+		}
+	}
+
+	type kv struct{ k, v string }
+	var metas []kv
+	err = tx.AscendRange("", "m", metaEnd, func(k, v string) bool {
+		metas = append(metas, kv{k, v})
+		return true
+	})
+	if err != nil {
+		return lost, err
+	}
+
+	for _, k := range missing {
+		if _, _, err := tx.Set(k, "", nil); err != nil {
+			return lost, err
+		}
+	}
+	for _, k := range orphans {
+		if err := deleteIfExists(tx, k); err != nil {
+			return lost, err
+		}
+	}
+	raise := lost.all
+	if unclean {
+		raise = last
+	}
+	for _, e := range metas {
+		key := e.k[1:]
+		c := counts[key]
+		if c == 0 {
+			// No events left: the key reports the floor, raised below.
+			if err := deleteIfExists(tx, e.k); err != nil {
+				return lost, err
+			}
+			continue
+		}
+		body, _ := unseal(e.k, e.v) // sound, as above
+		m, _ := decodeMeta(body)
+		dropped := max(m.dropped, raise, lost.keys[key])
+		if m.count != c && lost.keys[key] == 0 {
+			dropped = last // wrong for no known reason: what it dropped is unknown
+		}
+		m.count, m.dropped = c, dropped
+		if _, _, err := tx.Set(e.k, m.encode(e.k), nil); err != nil {
+			return lost, err
+		}
+		delete(counts, key)
+	}
+	for _, key := range slices.Sorted(maps.Keys(counts)) {
+		mk := metaKey(key)
+		if _, _, err := tx.Set(mk, keyMeta{count: counts[key], dropped: last}.encode(mk), nil); err != nil {
+			return lost, err
+		}
+	}
+
+	floor := max(b.floor, last)
+	if _, _, err := tx.Set(keyFloor, encodeUvarint(keyFloor, floor), nil); err != nil {
+		return lost, err
+	}
+	next := last + uncleanIDSkip
+	if _, _, err := tx.Set(keyLast, encodeLast(next, b.lastTime), nil); err != nil {
+		return lost, err
+	}
+	b.floor, b.next = floor, next
+	if unclean {
+		lost.all = last
+	}
+	return lost, nil
+}
+
+// seal adds checksums to the values written before them, and n:crc.
+func (b *Bunt) seal(tx *buntdb.Tx, s *loadScan) error {
+	if s.sealed && s.legacy == 0 {
+		return nil
+	}
+	type kv struct{ k, v string }
+	var legacy []kv
+	err := tx.Ascend("", func(k, v string) bool {
+		switch {
+		case k[0] == prefixIndex, k == keyClean, k == keyCRC:
+		case !isSealed(v):
+			legacy = append(legacy, kv{k, v})
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range legacy {
+		if _, _, err := tx.Set(e.k, sealString(e.k, []byte(e.v)), nil); err != nil {
+			return err
+		}
+	}
+	_, _, err = tx.Set(keyCRC, sealString(keyCRC, nil), nil)
+	return err
+}
+
+func exists(tx *buntdb.Tx, k string) bool {
+	_, err := tx.Get(k)
+	return err == nil
 }

@@ -1,0 +1,193 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tidwall/buntdb"
+)
+
+// logTo returns testOptions logging to buf.
+func logTo(buf *bytes.Buffer) Options {
+	opts := testOptions(SyncNever)
+	opts.Logger = slog.New(slog.NewTextHandler(buf, nil))
+	return opts
+}
+
+// A file written before checksums (built here with that version's encoding:
+// values are bare bodies, no n:crc) still opens, with every event; it is
+// sealed on the way, so the warning is logged once, not at every open.
+func TestBuntOpensFileWithoutChecksums(t *testing.T) {
+	now := testOptions(SyncNever).Now().UnixMilli()
+	legacyMeta := func(count, dropped uint64) string {
+		return string(binary.AppendUvarint(binary.AppendUvarint(nil, count), dropped))
+	}
+	var file strings.Builder
+	var want []Event
+	for i := range 6 {
+		ev := Event{ID: uint64(i + 1), Key: fmt.Sprint("k", i%2), Name: "n", Data: fmt.Appendf(nil, "old %d", i), Time: now}
+		want = append(want, ev)
+		file.WriteString(resp("set", logKey(ev.ID), string(appendEvent(nil, &ev))))
+		file.WriteString(resp("set", indexKey(ev.Key, ev.ID), ""))
+		file.WriteString(resp("set", metaKey(ev.Key), legacyMeta(uint64(i/2+1), 0)))
+	}
+	file.WriteString(resp("set", keyFloor, "\x00"))
+	file.WriteString(resp("set", keyClean, ""))
+	path := writeCopy(t, []byte(file.String()))
+
+	var logs bytes.Buffer
+	for range 2 {
+		b, err := OpenBunt(path, logTo(&logs))
+		if err != nil {
+			t.Fatalf("OpenBunt: %v", err)
+		}
+		got, err := b.After(bg, 0, 100)
+		if err != nil || len(got) != len(want) {
+			t.Fatalf("After = %v, %v; want %d events", idsOf(got), err, len(want))
+		}
+		for i := range got {
+			g, w := got[i], want[i]
+			if g.ID != w.ID || g.Key != w.Key || g.Name != w.Name || !bytes.Equal(g.Data, w.Data) || g.Time != w.Time {
+				t.Fatalf("event %d = %+v, want %+v", i, g, w)
+			}
+		}
+		if r := mustRetention(t, b, "k0", "k1"); r[0].Dropped != 0 || r[1].Dropped != 0 {
+			t.Errorf("Retention = %+v, want no gap", r)
+		}
+		if id := mustLastID(t, b); id != 6 {
+			t.Errorf("LastID = %d, want 6 (a clean file skips no ids)", id)
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "records without checksums"); n != 1 {
+		t.Errorf("logged %d times about records without checksums, want once:\n%s", n, logs.String())
+	}
+	// Every value it decodes is sealed now.
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := openBunt(t, writeCopy(t, data), testOptions(SyncNever))
+	if err := b.db.View(func(tx *buntdb.Tx) error {
+		return tx.Ascend("", func(k, v string) bool {
+			if k[0] != prefixIndex && k != keyClean && !isSealed(v) {
+				t.Errorf("record %q is not sealed", k)
+			}
+			return true
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// One changed byte of one event's data: open refuses, naming the file, the
+// offset of the record and the event; Repair keeps a copy, drops that event
+// only, and reports the gap for its key only.
+func TestBuntRepairDropsDamagedEvent(t *testing.T) {
+	opts := testOptions(SyncNever)
+	src := filepath.Join(t.TempDir(), "src.db")
+	b := openBunt(t, src, opts)
+	for i := range 20 {
+		mustAppend(t, b, fmt.Sprint("k", i%3))
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	good, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Event 12 is the 12th append: key k2, data "k2 0".
+	rec := resp("set", logKey(12), "")
+	start := bytes.Index(good, []byte(rec[:len(rec)-len("$0\r\n\r\n")]))
+	if start < 0 {
+		t.Fatal("record of event 12 not found")
+	}
+	at := start + bytes.Index(good[start:], []byte("k2 0")) + 3
+	damaged := bytes.Clone(good)
+	damaged[at] = '9' // "k2 0" -> "k2 9"
+	path := writeCopy(t, damaged)
+
+	_, err = OpenBunt(path, opts)
+	want := fmt.Sprintf("%s: offset %d: log record of event 12: checksum mismatch", path, start)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(fmt.Sprint(err), want) || !strings.Contains(fmt.Sprint(err), "--store.repair") {
+		t.Fatalf("OpenBunt = %v, want ErrCorrupt containing %q and the way out", err, want)
+	}
+
+	var logs bytes.Buffer
+	ropts := logTo(&logs)
+	ropts.Repair = true
+	s := openBunt(t, path, ropts)
+	if n := s.CorruptRecords(); n != 1 {
+		t.Errorf("CorruptRecords = %d, want 1", n)
+	}
+	if !strings.Contains(logs.String(), "repaired a damaged file") {
+		t.Errorf("repair not logged:\n%s", logs.String())
+	}
+	copyPath := fmt.Sprintf("%s.damaged-%d", path, opts.Now().Unix())
+	if kept, err := os.ReadFile(copyPath); err != nil || !bytes.Equal(kept, damaged) {
+		t.Errorf("copy of the damaged file: %v (same bytes: %v)", err, bytes.Equal(kept, damaged))
+	}
+	got := idsOf(mustReplay(t, s, "k2"))
+	if fmt.Sprint(got) != "[3 6 9 15 18]" {
+		t.Errorf("Replay(k2) = %v, want event 12 gone", got)
+	}
+	r := mustRetention(t, s, "k0", "k1", "k2")
+	if r[2].Dropped < 12 || r[2].Dropped >= 15 {
+		t.Errorf("Retention(k2) = %+v, want Dropped in [12, 15)", r[2])
+	}
+	if r[0].Dropped != 0 || r[1].Dropped != 0 {
+		t.Errorf("Retention(k0, k1) = %+v, want no gap for keys that lost nothing", r[:2])
+	}
+}
+
+// A record that fails its checksum after open (memory damage: load checked
+// the file) is never delivered: reads skip it, count it once, log it once,
+// and every key reports it dropped, so resuming across it gives a gap.
+func TestBuntSkipsRecordDamagedAfterOpen(t *testing.T) {
+	var logs bytes.Buffer
+	b := openBunt(t, ":memory:", logTo(&logs))
+	mustAppend(t, b, "a", "b", "a")
+	err := b.db.Update(func(tx *buntdb.Tx) error {
+		v, err := tx.Get(logKey(2))
+		if err != nil {
+			return err
+		}
+		bad := []byte(v)
+		bad[len(bad)-1] ^= 1
+		_, _, err = tx.Set(logKey(2), string(bad), nil)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		evs, err := b.After(bg, 0, 10)
+		if err != nil || fmt.Sprint(idsOf(evs)) != "[1 3]" {
+			t.Fatalf("After = %v, %v; want [1 3]", idsOf(evs), err)
+		}
+		if got := idsOf(mustReplay(t, b, "a", "b")); fmt.Sprint(got) != "[1 3]" {
+			t.Fatalf("Replay = %v, want [1 3]", got)
+		}
+	}
+	if n := b.CorruptRecords(); n != 1 {
+		t.Errorf("CorruptRecords = %d, want 1 (one record, read many times)", n)
+	}
+	if n := strings.Count(logs.String(), "failed its checksum"); n != 1 {
+		t.Errorf("logged %d times, want once:\n%s", n, logs.String())
+	}
+	for _, r := range mustRetention(t, b, "a", "b", "never") {
+		if r.Dropped < 2 {
+			t.Errorf("Retention = %+v, want Dropped >= 2", r)
+		}
+	}
+}

@@ -1,0 +1,200 @@
+package store_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sseloop/sseloop/store"
+)
+
+// quietOptions are testOptions that log nowhere: the damage tests open
+// thousands of damaged files.
+func quietOptions(sync store.SyncPolicy) store.Options {
+	opts, _ := testOptions(sync)
+	opts.Logger = slog.New(slog.DiscardHandler)
+	return opts
+}
+
+// integrityFile writes 20 events of three keys, one transaction each, closes
+// the store and returns the file's bytes and the events.
+func integrityFile(t *testing.T, opts store.Options) ([]byte, []store.Event) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "src.db")
+	b := openBunt(t, path, opts)
+	var all []store.Event
+	for i := range 20 {
+		ev := []store.Event{{Key: fmt.Sprint("k", i%3), Name: fmt.Sprint("n", i), Data: fmt.Appendf(nil, "ev%02d", i)}}
+		if err := b.Append(bg, ev); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, ev[0])
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data, all
+}
+
+// checkDelivery checks what a store opened on a damaged copy delivers: only
+// events exactly as they were published (no changed payload, id or key), and
+// for every event it does not deliver, a gap (Retention.Dropped) that covers
+// it for its key, so no resuming client skips it silently. Ids go on past the
+// old ones. It returns how many events were lost.
+func checkDelivery(t *testing.T, s store.Store, all []store.Event, what string) int {
+	t.Helper()
+	got, err := s.After(bg, 0, 1<<20)
+	if err != nil {
+		t.Fatalf("%s: After: %v", what, err)
+	}
+	delivered := make(map[uint64]bool)
+	for _, g := range got {
+		i := int(g.ID) - 1
+		if i < 0 || i >= len(all) {
+			t.Fatalf("%s: delivered an event with unknown id %d: %+v", what, g.ID, g)
+		}
+		w := all[i]
+		if g.Key != w.Key || g.Name != w.Name || !bytes.Equal(g.Data, w.Data) || g.Time != w.Time {
+			t.Fatalf("%s: delivered event %d as %+v, published as %+v", what, g.ID, g, w)
+		}
+		delivered[g.ID] = true
+	}
+	keys := []string{"k0", "k1", "k2"}
+	ret, err := s.Retention(bg, keys)
+	if err != nil {
+		t.Fatalf("%s: Retention: %v", what, err)
+	}
+	lost := 0
+	for _, w := range all {
+		if delivered[w.ID] {
+			continue
+		}
+		lost++
+		i := int(w.Key[1] - '0')
+		if ret[i].Dropped < w.ID {
+			t.Fatalf("%s: event %d of %s is gone without a gap: Retention = %+v", what, w.ID, w.Key, ret[i])
+		}
+	}
+	for i, k := range keys {
+		rep, err := s.Replay(bg, []string{k}, 0, 1<<20)
+		if err != nil {
+			t.Fatalf("%s: Replay(%s): %v", what, k, err)
+		}
+		var want []store.Event
+		for _, g := range got {
+			if g.Key == k {
+				want = append(want, g)
+			}
+		}
+		if fmt.Sprint(idsOf(rep)) != fmt.Sprint(idsOf(want)) {
+			t.Fatalf("%s: Replay(%s) = %v, After has %v", what, k, idsOf(rep), idsOf(want))
+		}
+		if len(want) > 0 && ret[i].Oldest != want[0].ID {
+			t.Fatalf("%s: Retention(%s).Oldest = %d, want %d", what, k, ret[i].Oldest, want[0].ID)
+		}
+	}
+	next := []store.Event{{Key: "k0"}}
+	if err := s.Append(bg, next); err != nil {
+		t.Fatalf("%s: Append: %v", what, err)
+	}
+	if next[0].ID <= uint64(len(all)) {
+		t.Fatalf("%s: new event got id %d, an id of the damaged file", what, next[0].ID)
+	}
+	return lost
+}
+
+// Every byte of a store file, changed in three ways one at a time: the store
+// either refuses to open naming the file and the offset, or (with Repair, or
+// for a change that means the same, like "SET" for "set") opens and delivers
+// exactly the undamaged events, with a gap covering each lost one.
+func TestBuntDetectsEveryDamagedByte(t *testing.T) {
+	opts := quietOptions(store.SyncNever)
+	good, all := integrityFile(t, opts)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "events.db")
+	masks := []byte{0x01, 0x20, 0xff}
+	step := 1
+	if testing.Short() {
+		step = 7
+	}
+	var refused, opened, repaired, lostTotal int
+	for off := 0; off < len(good); off += step {
+		for _, mask := range masks {
+			what := fmt.Sprintf("byte %d ^ %#x", off, mask)
+			data := bytes.Clone(good)
+			data[off] ^= mask
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			s, err := store.OpenBunt(path, opts)
+			if err == nil {
+				opened++
+				if lost := checkDelivery(t, s, all, what); lost != 0 {
+					t.Fatalf("%s: opened without Repair and lost %d events", what, lost)
+				}
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+				cleanDir(t, dir)
+				continue
+			}
+			refused++
+			if !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), path+": offset ") {
+				t.Fatalf("%s: OpenBunt = %v, want ErrCorrupt naming the file and an offset", what, err)
+			}
+			if after, _ := os.ReadFile(path); !bytes.Equal(after, data) {
+				t.Fatalf("%s: a refused open changed the file", what)
+			}
+			ropts := opts
+			ropts.Repair = true
+			s, err = store.OpenBunt(path, ropts)
+			if err != nil {
+				if !errors.Is(err, store.ErrCorrupt) {
+					t.Fatalf("%s: OpenBunt with Repair = %v, want ErrCorrupt or success", what, err)
+				}
+				cleanDir(t, dir)
+				continue
+			}
+			repaired++
+			lostTotal += checkDelivery(t, s, all, what+" (repaired)")
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// Repaired for good: the next open needs no repair.
+			s, err = store.OpenBunt(path, opts)
+			if err != nil {
+				t.Fatalf("%s: open after repair: %v", what, err)
+			}
+			_ = s.Close()
+			cleanDir(t, dir)
+		}
+	}
+	t.Logf("%d bytes x %d changes: %d opened unharmed, %d refused (%d of them repaired, %d events lost in all)",
+		len(good), len(masks), opened, refused, repaired, lostTotal)
+	if repaired == 0 {
+		t.Error("no damaged file was repaired")
+	}
+}
+
+// cleanDir removes everything in dir: the file, its lock, repair copies.
+func cleanDir(t *testing.T, dir string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,400 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+
+	"github.com/tidwall/buntdb"
+)
+
+// load checks every record once, when the file is opened (buntdb has just
+// read all of it into memory), and recovers the state kept outside buntdb.
+//
+// A record is damaged if its value fails its checksum or does not decode, if
+// its key has none of the layout's forms, or, in a file that was closed
+// cleanly, if it contradicts the others: an index entry without its event,
+// an event without its index entry, metadata whose count is wrong or whose
+// key has no events. A damaged file is refused with ErrCorrupt naming the
+// file, the offset of the first damaged record and its event id, unless
+// Options.Repair is set (see fixup). Records written before checksums are
+// accepted, logged once, and sealed.
+//
+// It reports whether the database was empty.
+func (b *Bunt) load() (empty bool, err error) {
+	s := loadScan{counts: make(map[string]uint64), metas: make(map[string]keyMeta)}
+	err = b.db.View(func(tx *buntdb.Tx) error {
+		if err := s.scan(tx); err != nil {
+			return err
+		}
+		if s.clean && len(s.damaged) == 0 {
+			return s.check(tx)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, b.wrap(err)
+	}
+	b.next, b.lastTime, b.floor = s.maxID, s.maxTime, s.floor
+	if s.lastOK {
+		b.next, b.lastTime = max(b.next, s.lastID), max(b.lastTime, s.lastTime)
+	}
+	if b.path == "" {
+		return s.n == 0, nil
+	}
+	problems := append(slices.Clip(s.damaged), s.inconsistent...)
+	if len(problems) > 0 && !b.opts.Repair {
+		return false, b.damageError(problems)
+	}
+	if s.legacy > 0 {
+		b.opts.Logger.Warn("store: file has records without checksums (written by an older sseloop); adding checksums",
+			"path", b.path, "records", s.legacy)
+	}
+	repairing := len(problems) > 0
+	unclean := s.n > 0 && !s.clean
+	if !repairing && !unclean && s.sealed && s.legacy == 0 {
+		return s.n == 0, nil
+	}
+	var backup string
+	if repairing {
+		if backup, err = b.backup(); err != nil {
+			return false, err
+		}
+	}
+	var lost lossReport
+	err = b.db.Update(func(tx *buntdb.Tx) error {
+		var err error
+		lost, err = b.fixup(tx, &s, repairing, unclean)
+		return err
+	})
+	if err != nil {
+		if unclean && !repairing {
+			return false, fmt.Errorf("store: repair %s after unclean shutdown: %w", b.path, b.wrap(err))
+		}
+		return false, fmt.Errorf("store: repair %s: %w", b.path, b.wrap(err))
+	}
+	b.writes.Add(1)
+	if repairing {
+		b.corruptN.Add(uint64(len(s.damaged)))
+		first := problems[0]
+		b.opts.Logger.Warn("store: repaired a damaged file: dropped its damaged records; clients resuming from before them get a gap",
+			"path", b.path, "copy", backup, "damaged_records", len(problems), "first", describeRecord(first.key),
+			"keys_with_lost_events", len(lost.keys), "all_keys_gap_from_id", lost.all, "next_id", b.next+1)
+	}
+	return s.n == 0, nil
+}
+
+// loadScan is what load learns in one pass over the database.
+type loadScan struct {
+	n      int  // records
+	sealed bool // n:crc present: every value must be sealed
+	clean  bool // n:clean present
+	legacy int  // values without checksums
+
+	lastOK   bool // n:last present and sound
+	lastID   uint64
+	lastTime int64
+	floor    uint64
+	maxID    uint64 // newest sound log record
+	maxTime  int64
+
+	nLog, nIndex int
+	counts       map[string]uint64  // sound log records per subscription key
+	metas        map[string]keyMeta // sound metadata per subscription key
+	missing      []string           // index keys missing for sound log records
+
+	damaged      []damage // records to drop
+	inconsistent []damage // records that contradict others (check, clean files only)
+}
+
+// damage is one damaged record.
+type damage struct {
+	key    string // its buntdb key
+	id     uint64 // event id of a log record, 0 for other records
+	reason string
+}
+
+// body returns the body of the value v of record k: sealed values must pass
+// their checksum; in a file not yet sealed (no n:crc), values without a seal
+// are taken as they are. A file being sealed when the process died has both.
+func (s *loadScan) body(k, v string) (string, bool) {
+	if s.sealed || isSealed(v) {
+		return unseal(k, v)
+	}
+	s.legacy++
+	return v, true
+}
+
+func (s *loadScan) damage(k string, id uint64, reason string) {
+	s.damaged = append(s.damaged, damage{k, id, reason})
+}
+
+// scan reads every record.
+func (s *loadScan) scan(tx *buntdb.Tx) error {
+	if v, err := tx.Get(keyCRC); err == nil {
+		s.sealed = true
+		if _, ok := unseal(keyCRC, v); !ok {
+			s.damage(keyCRC, 0, "checksum mismatch")
+		}
+	}
+	return tx.Ascend("", func(k, v string) bool {
+		s.n++
+		switch k[0] {
+		case prefixLog:
+			id, ok := logID(k)
+			if !ok {
+				s.damage(k, 0, "key matches no record of the layout")
+				return true
+			}
+			body, ok := s.body(k, v)
+			if !ok {
+				s.damage(k, id, "checksum mismatch")
+				return true
+			}
+			r, ok := decodeEvent(body)
+			if !ok {
+				s.damage(k, id, "cannot be decoded")
+				return true
+			}
+			s.nLog++
+			s.counts[r.key]++
+			if _, err := tx.Get(indexKey(r.key, id)); err != nil {
+				s.missing = append(s.missing, k)
+			}
+			s.maxID, s.maxTime = max(s.maxID, id), max(s.maxTime, r.time)
+		case prefixIndex:
+			if _, _, ok := parseIndexKey(k); !ok || v != "" {
+				s.damage(k, 0, "key matches no record of the layout")
+				return true
+			}
+			s.nIndex++
+		case 'm':
+			body, ok := s.body(k, v)
+			if !ok {
+				s.damage(k, 0, "checksum mismatch")
+				return true
+			}
+			m, ok := decodeMeta(body)
+			if !ok {
+				s.damage(k, 0, "cannot be decoded")
+				return true
+			}
+			s.metas[k[1:]] = m
+		default:
+			s.names(k, v)
+		}
+		return true
+	})
+}
+
+// names checks the n: records.
+func (s *loadScan) names(k, v string) {
+	switch k {
+	case keyCRC:
+		// checked first
+	case keyClean:
+		if v != "" {
+			s.damage(k, 0, "key matches no record of the layout")
+			return
+		}
+		s.clean = true
+	case keyLast:
+		body, ok := s.body(k, v)
+		if ok {
+			s.lastID, s.lastTime, ok = decodeLast(body)
+		}
+		if !ok {
+			s.damage(k, 0, "checksum mismatch or cannot be decoded")
+			return
+		}
+		s.lastOK = true
+	case keyFloor:
+		body, ok := s.body(k, v)
+		if ok {
+			s.floor, ok = decodeUvarint(body)
+		}
+		if !ok {
+			s.damage(k, 0, "checksum mismatch or cannot be decoded")
+		}
+	default:
+		s.damage(k, 0, "key matches no record of the layout")
+	}
+}
+
+// check finds contradictions between the sound records of a cleanly closed
+// file, where every transaction was written whole. A damaged key (a record
+// stored under another key than it was written with) shows up here.
+func (s *loadScan) check(tx *buntdb.Tx) error {
+	for _, k := range s.missing {
+		id, _ := logID(k)
+		s.inconsistent = append(s.inconsistent, damage{k, id, "event has no index entry"})
+	}
+	if s.nIndex != s.nLog-len(s.missing) {
+		// Some index entry has no event, or another key's.
+		err := tx.AscendRange("", idxFirst, idxEnd, func(k, _ string) bool {
+			if orphanIndex(tx, k) {
+				s.inconsistent = append(s.inconsistent, damage{k, 0, "index entry without its event"})
+			}
+			return true
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for key, c := range s.counts {
+		m, ok := s.metas[key]
+		if !ok {
+			s.inconsistent = append(s.inconsistent, damage{metaKey(key), 0, "key has events but no metadata"})
+		} else if m.count != c {
+			s.inconsistent = append(s.inconsistent, damage{metaKey(key), 0,
+				fmt.Sprintf("metadata counts %d events, the log holds %d", m.count, c)})
+		}
+	}
+	for key := range s.metas {
+		if s.counts[key] == 0 {
+			s.inconsistent = append(s.inconsistent, damage{metaKey(key), 0, "metadata of a key without events"})
+		}
+	}
+	return nil
+}
+
+// orphanIndex reports whether the index entry k lacks a sound log record of
+// the same key.
+func orphanIndex(tx *buntdb.Tx, k string) bool {
+	key, id, ok := parseIndexKey(k)
+	if !ok {
+		return true
+	}
+	lk := logKey(id)
+	v, err := tx.Get(lk)
+	if err != nil {
+		return true
+	}
+	body, ok := unseal(lk, v)
+	if !ok && !isSealed(v) {
+		body, ok = v, true // not sealed yet
+	}
+	if !ok {
+		return true
+	}
+	r, ok := decodeEvent(body)
+	return !ok || r.key != key
+}
+
+// describeRecord names a record of the layout for errors and logs; it never
+// quotes more than a few bytes of a damaged key.
+func describeRecord(k string) string {
+	if id, ok := logID(k); ok {
+		return fmt.Sprintf("log record of event %d", id)
+	}
+	if key, id, ok := parseIndexKey(k); ok {
+		return fmt.Sprintf("index entry of key %s, event %d", quoteShort(key), id)
+	}
+	switch k {
+	case keyLast, keyFloor, keyClean, keyCRC:
+		return "record " + k
+	}
+	if len(k) > 0 && k[0] == 'm' {
+		return "metadata of key " + quoteShort(k[1:])
+	}
+	return "unknown record " + quoteShort(k)
+}
+
+// quoteShort quotes s, cut to 40 bytes (a damaged key can be anything).
+func quoteShort(s string) string {
+	const limit = 40
+	if len(s) > limit {
+		return strconv.Quote(s[:limit]) + "..."
+	}
+	return strconv.Quote(s)
+}
+
+// damageError is the error of a damaged file: the first damaged record in
+// file order, with its offset and event id, and the way out.
+func (b *Bunt) damageError(problems []damage) error {
+	keys := make([]string, len(problems))
+	for i, p := range problems {
+		keys[i] = p.key
+	}
+	offsets := recordOffsets(b.path, keys)
+	first, off := problems[0], int64(-1)
+	for _, p := range problems {
+		if o, ok := offsets[p.key]; ok && (off < 0 || o < off) {
+			first, off = p, o
+		}
+	}
+	where := ""
+	if off >= 0 {
+		where = fmt.Sprintf("offset %d: ", off)
+	}
+	more := ""
+	if len(problems) > 1 {
+		more = fmt.Sprintf(" (%d damaged records in all)", len(problems))
+	}
+	return fmt.Errorf("%w: %s: %s%s: %s%s; to drop the damaged records, repair the file: "+
+		"start sseloop once with --store.repair (store.Options.Repair), which keeps a copy of the file "+
+		"and tells clients resuming across the loss with a gap event", ErrCorrupt, b.path, where,
+		describeRecord(first.key), first.reason, more)
+}
+
+// recordOffsets returns the offset of the last SET or DEL of each of keys in
+// the buntdb file at path (the record whose value buntdb kept). Keys it
+// cannot find (or a file it cannot read) are left out.
+func recordOffsets(path string, keys []string) map[string]int64 {
+	want := make(map[string]int64, len(keys))
+	for _, k := range keys {
+		want[k] = -1
+	}
+	f, err := os.Open(path)
+	if err == nil {
+		_, _, _ = scanAOF(f, want)
+		_ = f.Close()
+	}
+	for k, off := range want {
+		if off < 0 {
+			delete(want, k)
+		}
+	}
+	return want
+}
+
+// backup copies the file to <path>.damaged-<unix seconds> before repair
+// changes it, and makes the copy durable.
+func (b *Bunt) backup() (string, error) {
+	src, err := os.Open(b.path)
+	if err != nil {
+		return "", fmt.Errorf("store: copy %s before repair: %w", b.path, err)
+	}
+	defer src.Close()
+	base := fmt.Sprintf("%s.damaged-%d", b.path, b.opts.Now().Unix())
+	for i := 0; ; i++ {
+		name := base
+		if i > 0 {
+			name = fmt.Sprintf("%s-%d", base, i)
+		}
+		dst, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) && i < 100 {
+			continue
+		} else if err != nil {
+			return "", fmt.Errorf("store: copy %s before repair: %w", b.path, err)
+		}
+		_, err = io.Copy(dst, src)
+		if err == nil {
+			err = dst.Sync()
+		}
+		if cerr := dst.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = syncDir(filepath.Dir(name))
+		}
+		if err != nil {
+			return "", fmt.Errorf("store: copy %s to %s before repair: %w", b.path, name, err)
+		}
+		return name, nil
+	}
+}
