@@ -37,9 +37,12 @@ type MetricsConfig struct {
 
 // StoreConfig selects and configures the event store.
 type StoreConfig struct {
-	Driver string      `koanf:"driver"` // buntdb | redis
-	Path   string      `koanf:"path"`   // buntdb: ":memory:" or a file
-	Sync   string      `koanf:"sync"`   // buntdb: always | everysecond | never
+	Driver string `koanf:"driver"` // buntdb | redis
+	Path   string `koanf:"path"`   // buntdb: ":memory:" or a file
+	Sync   string `koanf:"sync"`   // buntdb: always | everysecond | never
+	// Repair (buntdb): drop the damaged records of the file instead of
+	// refusing to start; see store.Options.Repair.
+	Repair bool        `koanf:"repair"`
 	Redis  RedisConfig `koanf:"redis"`
 }
 
