@@ -123,6 +123,10 @@ type Bunt struct {
 
 	lock *os.File // <path>.lock, flocked while open; nil for memory
 
+	// Set by Repair at open.
+	backupPath string // the copy of the damaged file
+	framingCut bool   // damaged framing was cut out: what it held is unknown
+
 	closed atomic.Bool
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
@@ -170,7 +174,7 @@ func OpenBunt(path string, opts Options) (*Bunt, error) {
 		if b.lock, err = lockFile(path + ".lock"); err != nil {
 			return nil, fmt.Errorf("store: lock %s: %w", path, err)
 		}
-		if err := prepareFile(path); err != nil {
+		if err := b.prepareFile(); err != nil {
 			_ = b.lock.Close()
 			return nil, err
 		}
@@ -200,7 +204,10 @@ func OpenBunt(path string, opts Options) (*Bunt, error) {
 }
 
 // prepareFile checks an existing file and cuts off a torn last record.
-func prepareFile(path string) error {
+// Damaged framing fails with ErrCorrupt, or with Options.Repair is cut out
+// (repairFraming).
+func (b *Bunt) prepareFile() error {
+	path := b.path
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -209,29 +216,33 @@ func prepareFile(path string) error {
 	}
 	defer f.Close()
 	end, torn, err := checkAOF(f)
-	if err != nil {
-		var ae *aofError
-		if errors.As(err, &ae) {
-			return fmt.Errorf("%w: %s: %w: %w", ErrCorrupt, path, ae, buntdb.ErrInvalid)
-		}
+	var ae *aofError
+	switch {
+	case errors.As(err, &ae):
+	case err != nil:
 		return fmt.Errorf("store: read %s: %w", path, err)
-	}
-	if torn {
-		if closedCleanly(f) {
-			// The last write was Close's: nothing after it was cut off by a
-			// crash, so the record that runs past the end of the file is a
-			// damaged length, and cutting there would drop the records after it.
-			return fmt.Errorf("%w: %s: offset %d: record runs past the end of a file that was closed cleanly: %w",
-				ErrCorrupt, path, end, buntdb.ErrInvalid)
-		}
+	case torn && closedCleanly(f):
+		// The last write was Close's: nothing after it was cut off by a
+		// crash, so the record that runs past the end of the file is a
+		// damaged length, and cutting there would drop the records after it.
+		ae = &aofError{off: end, reason: "record runs past the end of a file that was closed cleanly"}
+	case torn:
 		if err := f.Truncate(end); err != nil {
 			return fmt.Errorf("store: truncate %s at its cut-off last record (offset %d): %w", path, end, err)
 		}
 		if err := f.Sync(); err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrSync, path, err)
 		}
+		return nil
+	default:
+		return nil
 	}
-	return nil
+	if !b.opts.Repair {
+		return fmt.Errorf("%w: %s: %w: %w; to cut out the damaged bytes, repair the file: start sseloop once with "+
+			"--store.repair (store.Options.Repair), which keeps a copy of the file and tells every resuming client "+
+			"about a possible gap", ErrCorrupt, path, ae, buntdb.ErrInvalid)
+	}
+	return b.repairFraming(f)
 }
 
 // cleanRecord is the record Close writes last (buntdb writes it this way).
@@ -561,7 +572,7 @@ func (b *Bunt) appendTx(tx *buntdb.Tx, evs []Event) (uint64, error) {
 			m.dropped = max(m.dropped, top)
 		}
 		mk := metaKey(ka.key)
-		if _, _, err := tx.Set(mk, m.encode(mk), nil); err != nil {
+		if _, _, err := tx.Set(mk, b.encodeMeta(mk, m), nil); err != nil {
 			return 0, err
 		}
 	}
@@ -595,6 +606,13 @@ func (b *Bunt) meta(tx *buntdb.Tx, key string) (keyMeta, error) {
 		return true
 	})
 	return m, err
+}
+
+// encodeMeta returns the value of the metadata record mk. Call it in a write
+// transaction: it uses b.buf.
+func (b *Bunt) encodeMeta(mk string, m keyMeta) string {
+	b.buf = m.appendTo(b.buf[:0], mk)
+	return string(b.buf)
 }
 
 // readMeta decodes the metadata record mk, and counts it as damaged if it
@@ -1072,7 +1090,7 @@ func (b *Bunt) sweepTx(tx *buntdb.Tx) (int, error) {
 		m.count -= ks.n
 		m.dropped = max(m.dropped, ks.top)
 		mk := metaKey(key)
-		if _, _, err := tx.Set(mk, m.encode(mk), nil); err != nil {
+		if _, _, err := tx.Set(mk, b.encodeMeta(mk, m), nil); err != nil {
 			return 0, err
 		}
 	}

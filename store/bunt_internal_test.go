@@ -156,7 +156,7 @@ func TestBuntRepairAfterUncleanShutdown(t *testing.T) {
 		if _, _, err := tx.Set(indexKey("b", 999), "", nil); err != nil {
 			return err
 		}
-		_, _, err := tx.Set(metaKey("b"), keyMeta{count: 7}.encode(metaKey("b")), nil)
+		_, _, err := tx.Set(metaKey("b"), string(keyMeta{count: 7}.appendTo(nil, metaKey("b"))), nil)
 		return err
 	})
 	if err != nil {

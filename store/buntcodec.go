@@ -206,14 +206,16 @@ type keyMeta struct {
 	dropped uint64 // highest id of the key removed by MaxEvents or TTL
 }
 
-// encode returns the value of the metadata record k (metaKey of the key).
-func (m keyMeta) encode(k string) string {
-	var buf [sealHeader + 2*binary.MaxVarintLen64]byte
-	b := appendSealHeader(buf[:0])
-	b = binary.AppendUvarint(b, m.count)
-	b = binary.AppendUvarint(b, m.dropped)
-	sealValue(k, b)
-	return string(b)
+// appendTo appends the value of the metadata record k (metaKey of the key).
+// (Bunt.encodeMeta encodes into its buffer: a stack array would escape to
+// the heap through hash/crc32.)
+func (m keyMeta) appendTo(dst []byte, k string) []byte {
+	start := len(dst)
+	dst = appendSealHeader(dst)
+	dst = binary.AppendUvarint(dst, m.count)
+	dst = binary.AppendUvarint(dst, m.dropped)
+	sealValue(k, dst[start:])
+	return dst
 }
 
 func decodeMeta(v string) (m keyMeta, ok bool) {

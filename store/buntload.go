@@ -54,8 +54,8 @@ func (b *Bunt) load() (empty bool, err error) {
 		b.opts.Logger.Warn("store: file has records without checksums (written by an older sseloop); adding checksums",
 			"path", b.path, "records", s.legacy)
 	}
-	repairing := len(problems) > 0
-	unclean := s.n > 0 && !s.clean
+	repairing := len(problems) > 0 || b.framingCut
+	unclean := s.n > 0 && !s.clean || b.framingCut
 	if !repairing && !unclean && s.sealed && s.legacy == 0 {
 		return s.n == 0, nil
 	}
@@ -80,10 +80,13 @@ func (b *Bunt) load() (empty bool, err error) {
 	b.writes.Add(1)
 	if repairing {
 		b.corruptN.Add(uint64(len(s.damaged)))
-		first := problems[0]
+		first := "none"
+		if len(problems) > 0 {
+			first = describeRecord(problems[0].key) + ": " + problems[0].reason
+		}
 		b.opts.Logger.Warn("store: repaired a damaged file: dropped its damaged records; clients resuming from before them get a gap",
-			"path", b.path, "copy", backup, "damaged_records", len(problems), "first", describeRecord(first.key),
-			"keys_with_lost_events", len(lost.keys), "all_keys_gap_from_id", lost.all, "next_id", b.next+1)
+			"path", b.path, "copy", backup, "damaged_records", len(problems), "first", first,
+			"keys_with_lost_events", len(lost.keys), "all_keys_gap_before_id", lost.all, "next_id", b.next+1)
 	}
 	return s.n == 0, nil
 }
@@ -365,6 +368,9 @@ func recordOffsets(path string, keys []string) map[string]int64 {
 // backup copies the file to <path>.damaged-<unix seconds> before repair
 // changes it, and makes the copy durable.
 func (b *Bunt) backup() (string, error) {
+	if b.backupPath != "" {
+		return b.backupPath, nil // one copy per open: of the file as it was
+	}
 	src, err := os.Open(b.path)
 	if err != nil {
 		return "", fmt.Errorf("store: copy %s before repair: %w", b.path, err)
@@ -395,6 +401,7 @@ func (b *Bunt) backup() (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("store: copy %s to %s before repair: %w", b.path, name, err)
 		}
+		b.backupPath = name
 		return name, nil
 	}
 }

@@ -121,8 +121,12 @@ func (b *Bunt) fixup(tx *buntdb.Tx, s *loadScan, repairing, unclean bool) (lossR
 			return lost, err
 		}
 	}
+	next := last + uncleanIDSkip
 	raise := lost.all
-	if unclean {
+	switch {
+	case b.framingCut:
+		raise = next // events of any id may have been in the cut-out bytes
+	case unclean:
 		raise = last
 	}
 	for _, e := range metas {
@@ -139,32 +143,31 @@ func (b *Bunt) fixup(tx *buntdb.Tx, s *loadScan, repairing, unclean bool) (lossR
 		m, _ := decodeMeta(body)
 		dropped := max(m.dropped, raise, lost.keys[key])
 		if m.count != c && lost.keys[key] == 0 {
-			dropped = last // wrong for no known reason: what it dropped is unknown
+			dropped = max(last, raise) // wrong for no known reason: what it dropped is unknown
 		}
 		m.count, m.dropped = c, dropped
-		if _, _, err := tx.Set(e.k, m.encode(e.k), nil); err != nil {
+		if _, _, err := tx.Set(e.k, b.encodeMeta(e.k, m), nil); err != nil {
 			return lost, err
 		}
 		delete(counts, key)
 	}
 	for _, key := range slices.Sorted(maps.Keys(counts)) {
 		mk := metaKey(key)
-		if _, _, err := tx.Set(mk, keyMeta{count: counts[key], dropped: last}.encode(mk), nil); err != nil {
+		if _, _, err := tx.Set(mk, b.encodeMeta(mk, keyMeta{count: counts[key], dropped: max(last, raise)}), nil); err != nil {
 			return lost, err
 		}
 	}
 
-	floor := max(b.floor, last)
+	floor := max(b.floor, last, raise)
 	if _, _, err := tx.Set(keyFloor, encodeUvarint(keyFloor, floor), nil); err != nil {
 		return lost, err
 	}
-	next := last + uncleanIDSkip
 	if _, _, err := tx.Set(keyLast, encodeLast(next, b.lastTime), nil); err != nil {
 		return lost, err
 	}
 	b.floor, b.next = floor, next
 	if unclean {
-		lost.all = last
+		lost.all = max(lost.all, raise)
 	}
 	return lost, nil
 }
