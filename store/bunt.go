@@ -84,6 +84,17 @@ import (
 // before it is told about a possible gap), and skips uncleanIDSkip ids, so ids
 // that clients may have seen but that were lost with unsynced data are never
 // handed out again.
+//
+// # Integrity
+//
+// Every value Bunt decodes is sealed with a CRC-32C of its buntdb key and
+// body (see sealMagic). Opening a file checks every record (buntload.go): a
+// bad checksum, a key of no known form, or, in a cleanly closed file, records
+// that contradict each other fail the open with ErrCorrupt, unless
+// Options.Repair drops them (buntrepair.go; damaged framing: buntframing.go)
+// and records the loss in the metadata, so that Retention reports it. Reads
+// after open check each record they decode again and skip one that fails
+// (damagedRead).
 type Bunt struct {
 	db   *buntdb.DB
 	path string // "" for memory
@@ -158,7 +169,8 @@ var (
 // beside it (path + ".lock"): a second open of the same file, from this
 // process or another, fails with ErrLocked. A file whose last record was cut
 // off (a crash during a write) opens without that record; any other damage
-// fails with ErrCorrupt naming the file and the offset.
+// fails with ErrCorrupt naming the file and the offset, or with
+// Options.Repair is repaired.
 func OpenBunt(path string, opts Options) (*Bunt, error) {
 	o, err := opts.normalize()
 	if err != nil {

@@ -219,7 +219,7 @@ var (
 	// last record: broken framing, a record whose checksum fails, or records
 	// that contradict each other. The error names the file, the offset of the
 	// bad record and, when it can be read, the event id. [Options.Repair]
-	// drops damaged records (not broken framing).
+	// drops damaged records and cuts out damaged framing.
 	ErrCorrupt = errors.New("store: corrupt data")
 	// ErrSync means an fsync failed. The store then refuses writes (the kernel
 	// may already have dropped the unsynced data, so a retry could "succeed"
