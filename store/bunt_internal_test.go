@@ -273,6 +273,9 @@ func TestBuntRejectsBadRecords(t *testing.T) {
 		{"bad_newest_log_record", resp("set", logKey(1), "\xff")},
 		{"bad_last_record", resp("set", keyLast, "\xff")},
 		{"bad_floor_record", resp("set", keyFloor, "12345")},
+		{"empty_key", resp("set", "", "x")},
+		{"unknown_key", resp("set", "x", "y")},
+		{"sealed_value_bad_checksum", resp("set", keyFloor, sealString(keyLast, []byte{1}))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -146,6 +146,10 @@ func (s *loadScan) scan(tx *buntdb.Tx) error {
 	}
 	return tx.Ascend("", func(k, v string) bool {
 		s.n++
+		if k == "" {
+			s.damage(k, 0, "key matches no record of the layout")
+			return true
+		}
 		switch k[0] {
 		case prefixLog:
 			id, ok := logID(k)

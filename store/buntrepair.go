@@ -181,7 +181,7 @@ func (b *Bunt) seal(tx *buntdb.Tx, s *loadScan) error {
 	var legacy []kv
 	err := tx.Ascend("", func(k, v string) bool {
 		switch {
-		case k[0] == prefixIndex, k == keyClean, k == keyCRC:
+		case k == "", k[0] == prefixIndex, k == keyClean, k == keyCRC:
 		case !isSealed(v):
 			legacy = append(legacy, kv{k, v})
 		}
