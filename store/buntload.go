@@ -221,12 +221,15 @@ func (s *loadScan) names(k, v string) {
 		s.lastOK = true
 	case keyFloor:
 		body, ok := s.body(k, v)
+		var floor uint64
 		if ok {
-			s.floor, ok = decodeUvarint(body)
+			floor, ok = decodeUvarint(body)
 		}
 		if !ok {
 			s.damage(k, 0, "checksum mismatch or cannot be decoded")
+			return
 		}
+		s.floor = floor
 	default:
 		s.damage(k, 0, "key matches no record of the layout")
 	}

@@ -93,10 +93,13 @@ func (b *Bunt) fixup(tx *buntdb.Tx, s *loadScan, repairing, unclean bool) (lossR
 		return lost, err
 	}
 	for _, id := range damagedIDs {
-		named := slices.ContainsFunc(orphans, func(k string) bool { return indexID(k) == id })
+		named := slices.ContainsFunc(orphans, func(k string) bool {
+			_, oid, ok := parseIndexKey(k)
+			return ok && oid == id
+		})
 		if !named {
-			// Its key is unknown. Its id may be damaged too: one past the
-			// newest sound id means "possibly anything up to there".
+			// Its key is unknown. Its id may be damaged too: an id past the
+			// newest sound one counts as that one (ids skip past both below).
 			lost.all = max(lost.all, min(id, last))
 		}
 	}
