@@ -450,14 +450,6 @@ func (b *Bunt) name() string {
 	return b.path
 }
 
-func (b *Bunt) corrupt(what string) error {
-	return fmt.Errorf("%w: %s: %s", ErrCorrupt, b.name(), what)
-}
-
-func (b *Bunt) corruptID(id uint64) error {
-	return b.corrupt(fmt.Sprintf("log record of event %d", id))
-}
-
 // cutoff returns the time at or before which events are expired.
 func (b *Bunt) cutoff() int64 {
 	if b.ttl < 0 {

@@ -21,9 +21,6 @@ const (
 	keyFloor = "n:floor"
 	keyClean = "n:clean"
 	keyCRC   = "n:crc" // present once every value of the file is sealed
-
-	// logLast is above every log key.
-	logLast = "e\xff\xff\xff\xff\xff\xff\xff\xff"
 )
 
 // keyBufSize fits a maximal engine key (256 bytes) plus prefix, length and id,
@@ -182,12 +179,6 @@ func decodeEvent(v string) (r rawEvent, ok bool) {
 	r.time = unzigzag(u)
 	r.data = v[n:]
 	return r, true
-}
-
-// eventTime decodes only the time of a log value.
-func eventTime(v string) (int64, bool) {
-	r, ok := decodeEvent(v)
-	return r.time, ok
 }
 
 // cutString reads a uvarint length and that many bytes.
