@@ -54,6 +54,11 @@ import (
 //	                           holds both. Ids never go backwards, even after
 //	                           everything expired and a restart.
 //	n:clean                    present only from a clean Close to the next open.
+//	n:crc                      present once every value of the file is sealed.
+//
+// Every value above except the empty ones (index entries, n:clean) is sealed:
+// a magic prefix and a CRC-32C of the record's key and body come first (see
+// Integrity).
 //
 // # Retention
 //
