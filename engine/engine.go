@@ -105,6 +105,10 @@ func New(cfg Config, st store.Store) (*Engine, error) {
 	e.interest.m = make(map[string]int32)
 	// Distinct keys with a subscriber anywhere in this process.
 	e.m.set.NewGauge("sseloop_keys_active", func() float64 { return float64(e.interest.len()) })
+	// Records of the buntdb file that failed their checksum since open.
+	if c, ok := st.(interface{ CorruptRecords() uint64 }); ok {
+		e.m.set.NewGauge("sseloop_store_corrupt_records", func() float64 { return float64(c.CorruptRecords()) })
+	}
 	empty := []*loop{}
 	e.loops.Store(&empty)
 	return e, nil
