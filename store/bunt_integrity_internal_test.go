@@ -276,3 +276,53 @@ func TestBuntRepairCutsDamagedFraming(t *testing.T) {
 		t.Errorf("new event got id %d, an id the damaged file may have held", next[0].ID)
 	}
 }
+
+// The second case: one byte of a log record's id changed (event 11
+// stored as event 75). Before checksums, event 11 was silently gone. Now open
+// refuses; repair drops the record and reports the gap for its key only
+// (the index entry left without its event names it), and no id is reused.
+func TestBuntDamagedIDIsNotASilentHole(t *testing.T) {
+	opts := testOptions(SyncNever)
+	src := filepath.Join(t.TempDir(), "src.db")
+	b := openBunt(t, src, opts)
+	for i := range 20 {
+		mustAppend(t, b, fmt.Sprint("k", i%3))
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	good, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "$9\r\n" + logKey(11) + "\r\n"
+	at := bytes.Index(good, []byte(key))
+	if at < 0 || bytes.Count(good, []byte(key)) != 1 {
+		t.Fatal("log key of event 11 not found once")
+	}
+	damaged := bytes.Clone(good)
+	damaged[at+len(key)-3] = 75 // the id's last byte: 11 -> 75
+	path := writeCopy(t, damaged)
+
+	_, err = OpenBunt(path, opts)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(fmt.Sprint(err), "log record of event 75: checksum mismatch") {
+		t.Fatalf("OpenBunt = %v, want ErrCorrupt naming the record stored as event 75", err)
+	}
+	ropts := opts
+	ropts.Repair = true
+	s := openBunt(t, path, ropts)
+	got, err := s.Replay(bg, []string{"k1"}, 9, 100)
+	if err != nil || fmt.Sprint(idsOf(got)) != "[14 17 20]" {
+		t.Fatalf("Replay(k1, after 9) = %v, %v; want [14 17 20]", idsOf(got), err)
+	}
+	r := mustRetention(t, s, "k0", "k1", "k2")
+	if r[1].Dropped != 11 {
+		t.Errorf("Retention(k1).Dropped = %d, want 11", r[1].Dropped)
+	}
+	if r[0].Dropped != 0 || r[2].Dropped != 0 {
+		t.Errorf("Retention(k0, k2) = %+v, want no gap for keys that lost nothing", r)
+	}
+	if next := mustAppend(t, s, "k1"); next[0].ID <= 75 {
+		t.Errorf("new event got id %d, want past the damaged id 75", next[0].ID)
+	}
+}

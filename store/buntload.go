@@ -119,6 +119,7 @@ type damage struct {
 	key    string // its buntdb key
 	id     uint64 // event id of a log record, 0 for other records
 	reason string
+	hint   string // subscription key the damaged log record holds, if it decodes: perhaps the damaged part
 }
 
 // body returns the body of the value v of record k: sealed values must pass
@@ -133,7 +134,7 @@ func (s *loadScan) body(k, v string) (string, bool) {
 }
 
 func (s *loadScan) damage(k string, id uint64, reason string) {
-	s.damaged = append(s.damaged, damage{k, id, reason})
+	s.damaged = append(s.damaged, damage{key: k, id: id, reason: reason})
 }
 
 // scan reads every record.
@@ -159,7 +160,10 @@ func (s *loadScan) scan(tx *buntdb.Tx) error {
 			}
 			body, ok := s.body(k, v)
 			if !ok {
-				s.damage(k, id, "checksum mismatch")
+				s.damage(k, id, "checksum mismatch (its id, key or data changed)")
+				if r, ok := decodeEvent(v[min(len(v), sealHeader):]); ok {
+					s.damaged[len(s.damaged)-1].hint = r.key
+				}
 				return true
 			}
 			r, ok := decodeEvent(body)
@@ -241,13 +245,13 @@ func (s *loadScan) names(k, v string) {
 func (s *loadScan) check(tx *buntdb.Tx) error {
 	for _, k := range s.missing {
 		id, _ := logID(k)
-		s.inconsistent = append(s.inconsistent, damage{k, id, "event has no index entry"})
+		s.inconsistent = append(s.inconsistent, damage{key: k, id: id, reason: "event has no index entry"})
 	}
 	if s.nIndex != s.nLog-len(s.missing) {
 		// Some index entry has no event, or another key's.
 		err := tx.AscendRange("", idxFirst, idxEnd, func(k, _ string) bool {
 			if orphanIndex(tx, k) {
-				s.inconsistent = append(s.inconsistent, damage{k, 0, "index entry without its event"})
+				s.inconsistent = append(s.inconsistent, damage{key: k, reason: "index entry without its event"})
 			}
 			return true
 		})
@@ -258,15 +262,15 @@ func (s *loadScan) check(tx *buntdb.Tx) error {
 	for key, c := range s.counts {
 		m, ok := s.metas[key]
 		if !ok {
-			s.inconsistent = append(s.inconsistent, damage{metaKey(key), 0, "key has events but no metadata"})
+			s.inconsistent = append(s.inconsistent, damage{key: metaKey(key), reason: "key has events but no metadata"})
 		} else if m.count != c {
-			s.inconsistent = append(s.inconsistent, damage{metaKey(key), 0,
-				fmt.Sprintf("metadata counts %d events, the log holds %d", m.count, c)})
+			s.inconsistent = append(s.inconsistent, damage{key: metaKey(key),
+				reason: fmt.Sprintf("metadata counts %d events, the log holds %d", m.count, c)})
 		}
 	}
 	for key := range s.metas {
 		if s.counts[key] == 0 {
-			s.inconsistent = append(s.inconsistent, damage{metaKey(key), 0, "metadata of a key without events"})
+			s.inconsistent = append(s.inconsistent, damage{key: metaKey(key), reason: "metadata of a key without events"})
 		}
 	}
 	return nil

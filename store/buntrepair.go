@@ -45,14 +45,14 @@ type lossReport struct {
 func (b *Bunt) fixup(tx *buntdb.Tx, s *loadScan, repairing, unclean bool) (lossReport, error) {
 	lost := lossReport{keys: make(map[string]uint64)}
 	last := b.next
-	var damagedIDs []uint64
+	var damagedEvents []damage
 	if repairing {
 		for _, d := range s.damaged {
 			if err := deleteIfExists(tx, d.key); err != nil {
 				return lost, err
 			}
 			if d.id != 0 {
-				damagedIDs = append(damagedIDs, d.id)
+				damagedEvents = append(damagedEvents, d)
 			}
 		}
 	}
@@ -80,11 +80,20 @@ func (b *Bunt) fixup(tx *buntdb.Tx, s *loadScan, repairing, unclean bool) (lossR
 	}
 
 	var orphans []string
+	type orphan struct {
+		key  string
+		id   uint64
+		used bool
+	}
+	var lostEntries []orphan // orphans whose event is gone
 	err = tx.AscendRange("", idxFirst, idxEnd, func(k, _ string) bool {
 		if orphanIndex(tx, k) {
 			orphans = append(orphans, k)
-			if key, id, ok := parseIndexKey(k); ok {
+			// An entry whose event is there under another key had its own
+			// key changed: nothing is lost (the event's entry is added back).
+			if key, id, ok := parseIndexKey(k); ok && !exists(tx, logKey(id)) {
 				lost.keys[key] = max(lost.keys[key], id)
+				lostEntries = append(lostEntries, orphan{key: key, id: id})
 			}
 		}
 		return true
@@ -92,15 +101,30 @@ func (b *Bunt) fixup(tx *buntdb.Tx, s *loadScan, repairing, unclean bool) (lossR
 	if err != nil {
 		return lost, err
 	}
-	for _, id := range damagedIDs {
-		named := slices.ContainsFunc(orphans, func(k string) bool {
-			_, oid, ok := parseIndexKey(k)
-			return ok && oid == id
-		})
-		if !named {
-			// Its key is unknown. Its id may be damaged too: an id past the
-			// newest sound one counts as that one (ids skip past both below).
-			lost.all = max(lost.all, min(id, last))
+	// Each damaged event should be one of the index entries left without
+	// their event: the one with its id or, when its id is what changed, one
+	// of the key it holds. Those keys report the loss above. A damaged event
+	// matched by neither has a key nobody knows: every key reports it.
+	match := func(ok func(o *orphan) bool) bool {
+		for i := range lostEntries {
+			if o := &lostEntries[i]; !o.used && ok(o) {
+				o.used = true
+				return true
+			}
+		}
+		return false
+	}
+	var unmatched []damage
+	for _, d := range damagedEvents {
+		if !match(func(o *orphan) bool { return o.id == d.id }) {
+			unmatched = append(unmatched, d)
+		}
+	}
+	for _, d := range unmatched {
+		if d.hint == "" || !match(func(o *orphan) bool { return o.key == d.hint }) {
+			// Its id may be damaged too: an id past the newest sound one
+			// counts as that one (ids skip past both below).
+			lost.all = max(lost.all, min(d.id, last))
 		}
 	}
 
