@@ -78,6 +78,10 @@ func (b *Bunt) load() (empty bool, err error) {
 		return false, fmt.Errorf("store: repair %s: %w", b.path, b.wrap(err))
 	}
 	b.writes.Add(1)
+	if unclean && !repairing {
+		b.opts.Logger.Warn("store: file was not closed cleanly; rebuilt its index and counts from the log; "+
+			"clients resuming from before the last id get a gap", "path", b.path, "last_id", lost.all, "next_id", b.next+1)
+	}
 	if repairing {
 		b.corruptN.Add(uint64(len(s.damaged)))
 		first := "none"
