@@ -135,7 +135,7 @@ func TestBuntDetectsEveryDamagedByte(t *testing.T) {
 	opts := quietOptions(store.SyncNever)
 	// Every byte is checked without Repair; a repair copies and fsyncs the
 	// file (tens of milliseconds), so only every repairStep-th byte is.
-	step, repairStep := 1, 8
+	step, repairStep := 1, 16
 	if testing.Short() {
 		step, repairStep = 7, 28
 	}
