@@ -31,8 +31,15 @@ type lconn struct {
 	head     []byte
 	dec      chunkDecoder
 	sse      Parser
-	lastID   uint64
+	// seen has bit SEQ set for each bench payload sequence received: a
+	// bit per event of the stream's key, so duplicates are found whatever
+	// the server's ids look like.
+	seen []uint64
 }
+
+// maxSeq bounds the payload sequences a stream tracks (128 KiB of bits at
+// most): a bad SEQ must not make the load generator allocate without bound.
+const maxSeq = 1 << 20
 
 // loadWorker holds connections on one epoll instance, on one goroutine: no
 // goroutine per connection, so one process holds ~19,000 of them.
@@ -265,7 +272,7 @@ func (w *loadWorker) handle(ev *unix.EpollEvent) {
 			return
 		}
 		w.req = append(w.req[:0], "GET "...)
-		w.req = append(w.req, subscribePath(keyName(w.spec.KeyPrefix, int(c.key)), int(c.idx))...)
+		w.req = append(w.req, subscribePath(w.spec.Proto, keyName(w.spec.KeyPrefix, int(c.key)), int(c.idx))...)
 		w.req = append(w.req, " HTTP/1.1\r\nHost: "...)
 		w.req = append(w.req, w.host...)
 		w.req = append(w.req, "\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"...)
@@ -361,21 +368,20 @@ func (w *loadWorker) event(ev *Event) {
 		w.r.NoID++
 		return
 	}
-	id, ok := parseDec(ev.ID)
-	if !ok {
+	seq, ts, ok := parsePayload(ev.Data)
+	if !ok || seq >= maxSeq {
 		w.r.BadData++
 		return
 	}
-	if id <= c.lastID {
+	word, bit := int(seq/64), uint64(1)<<(seq%64)
+	if word >= len(c.seen) {
+		c.seen = append(c.seen, make([]uint64, word+1-len(c.seen))...)
+	}
+	if c.seen[word]&bit != 0 {
 		w.r.Duplicates++
 		return
 	}
-	c.lastID = id
-	ts, ok := parseDec(ev.Data)
-	if !ok {
-		w.r.BadData++
-		return
-	}
+	c.seen[word] |= bit
 	if c.churn {
 		w.r.ChurnDeliveries++
 		return

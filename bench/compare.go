@@ -2,7 +2,9 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -21,7 +24,19 @@ import (
 const (
 	ServerSseloop  = "sseloop"
 	ServerBaseline = "baseline"
+	// ServerMercure is the Mercure hub library (bench/mercurepeer) with
+	// its local transport: in memory, no history.
+	ServerMercure = "mercure"
+	// ServerMercureBolt is the same with the bolt transport: every update
+	// written to a bbolt file (history, like sseloop's store).
+	ServerMercureBolt = "mercure-bolt"
 )
+
+// Servers lists the servers Compare knows, in table order.
+var Servers = []string{ServerSseloop, ServerBaseline, ServerMercure, ServerMercureBolt}
+
+// DefaultServers is what Compare runs when CompareConfig.Servers is empty.
+var DefaultServers = []string{ServerSseloop, ServerBaseline}
 
 // CompareConfig describes a side-by-side run.
 type CompareConfig struct {
@@ -29,6 +44,7 @@ type CompareConfig struct {
 	// set per run.
 	Run       RunConfig
 	Scenarios []string // default: all
+	Servers   []string // default: DefaultServers
 	JSON      string   // results file, "" = none
 	Chart     string   // SVG file, "" = none
 	Out       io.Writer
@@ -37,11 +53,16 @@ type CompareConfig struct {
 	SseloopBin string
 	// SseloopArgs are extra flags for sseloop.
 	SseloopArgs []string
+	// MercureBin is the bench/mercurepeer binary; "" builds it with the go
+	// command from its own module (bench/mercurepeer/go.mod, next to this
+	// package's source), which needs the module proxy or a filled module
+	// cache on first use.
+	MercureBin string
 }
 
-// Compare starts sseloop and the baseline as separate processes, a fresh
-// one for every scenario so that memory is measured from a clean start,
-// runs each scenario against both in turn, prints the table to Out and
+// Compare starts each server as a separate process, a fresh one for every
+// scenario so that memory is measured from a clean start, runs each
+// scenario against every server in turn, prints the table to Out and
 // writes the JSON and chart files.
 func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 	if cfg.Out == nil {
@@ -58,54 +79,88 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 	if cfg.Run.Conns <= 0 {
 		return nil, fmt.Errorf("%w: conns must be > 0", ErrBadConfig)
 	}
+	if len(cfg.Servers) == 0 {
+		cfg.Servers = DefaultServers
+	}
+	for i, s := range cfg.Servers {
+		if !slices.Contains(Servers, s) || slices.Contains(cfg.Servers[:i], s) {
+			return nil, fmt.Errorf("%w: server %q (want some of %s, once each)", ErrBadConfig, s, strings.Join(Servers, ", "))
+		}
+	}
 	if cfg.Run.Stderr == nil {
 		cfg.Run.Stderr = os.Stderr
 	}
+	tmp, err := os.MkdirTemp("", "ssebench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	uses := func(names ...string) bool {
+		return slices.ContainsFunc(cfg.Servers, func(s string) bool { return slices.Contains(names, s) })
+	}
 	bin := cfg.SseloopBin
-	if bin == "" {
-		dir, err := os.MkdirTemp("", "ssebench-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		bin = filepath.Join(dir, "sseloop")
+	if bin == "" && uses(ServerSseloop) {
+		bin = filepath.Join(tmp, "sseloop")
 		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/sseloop/sseloop/cmd/sseloop")
 		build.Stderr = cfg.Run.Stderr
 		if err := build.Run(); err != nil {
 			return nil, fmt.Errorf("bench: go build sseloop: %w", err)
 		}
 	}
+	mercureBin := cfg.MercureBin
+	if mercureBin == "" && uses(ServerMercure, ServerMercureBolt) {
+		mercureBin = filepath.Join(tmp, "mercurepeer")
+		if err := BuildMercurePeer(ctx, mercureBin, cfg.Run.Stderr); err != nil {
+			return nil, err
+		}
+	}
+	jwtKey := rand.Text()
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	servers := []struct {
-		name  string
-		start func(addr string) *exec.Cmd
-	}{
-		{ServerSseloop, func(addr string) *exec.Cmd {
+	starts := 0
+	start := map[string]func(addr string) *exec.Cmd{
+		ServerSseloop: func(addr string) *exec.Cmd {
 			args := append([]string{"--listen", addr, "--log.level", "warn"}, cfg.SseloopArgs...)
 			return exec.Command(bin, args...)
-		}},
-		{ServerBaseline, func(addr string) *exec.Cmd {
+		},
+		ServerBaseline: func(addr string) *exec.Cmd {
 			c := exec.Command(exe)
 			c.Env = append(os.Environ(), envRole+"=baseline", envListen+"="+addr)
 			return c
-		}},
+		},
+		ServerMercure: func(addr string) *exec.Cmd {
+			c := exec.Command(mercureBin, "--listen", addr, "--transport", "local")
+			c.Env = append(os.Environ(), "MERCUREPEER_JWT_KEY="+jwtKey)
+			return c
+		},
+		ServerMercureBolt: func(addr string) *exec.Cmd {
+			// A new file per process: every scenario starts empty.
+			starts++
+			db := filepath.Join(tmp, fmt.Sprintf("mercure-%d.db", starts))
+			c := exec.Command(mercureBin, "--listen", addr, "--transport", "bolt", "--bolt", db)
+			c.Env = append(os.Environ(), "MERCUREPEER_JWT_KEY="+jwtKey)
+			return c
+		},
 	}
 	var results []*Result
 	for _, scen := range cfg.Scenarios {
-		for _, s := range servers {
-			srv, err := startServer(ctx, s.name, s.start)
+		for _, name := range cfg.Servers {
+			srv, err := startServer(ctx, name, start[name])
 			if err != nil {
 				return results, err
 			}
 			rc := cfg.Run
-			rc.Target, rc.Server, rc.Scenario, rc.PID = "http://"+srv.addr, s.name, scen, srv.cmd.Process.Pid
+			rc.Target, rc.Server, rc.Scenario, rc.PID = "http://"+srv.addr, name, scen, srv.cmd.Process.Pid
+			rc.Proto, rc.JWTKey = ProtoSseloop, ""
+			if name == ServerMercure || name == ServerMercureBolt {
+				rc.Proto, rc.JWTKey = ProtoMercure, jwtKey
+			}
 			res, err := Run(ctx, rc)
 			logTail := srv.stop()
 			if err != nil {
-				return results, fmt.Errorf("%s %s: %w (server log: %s)", s.name, scen, err, logTail)
+				return results, fmt.Errorf("%s %s: %w (server log: %s)", name, scen, err, logTail)
 			}
 			res.ServerLog = logTail
 			results = append(results, res)
@@ -123,6 +178,28 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 		}
 	}
 	return results, nil
+}
+
+// BuildMercurePeer builds bench/mercurepeer, a module of its own, into bin
+// with the go command. The module is found next to this package's source
+// (runtime caller), so the working directory does not matter.
+func BuildMercurePeer(ctx context.Context, bin string, stderr io.Writer) error {
+	_, file, _, ok := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "mercurepeer")
+	if !ok {
+		return errors.New("bench: mercurepeer source not found")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil {
+		return fmt.Errorf("bench: mercurepeer source: %w (pass its binary instead)", err)
+	}
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	build.Dir = dir
+	build.Env = append(os.Environ(), "GOWORK=off")
+	build.Stderr = stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("bench: go build mercurepeer: %w", err)
+	}
+	return nil
 }
 
 // server is a started server process.
@@ -237,8 +314,17 @@ type metric struct {
 	name   string
 	get    func(*Result) float64
 	format func(float64) string
-	// ratio: print sseloop/baseline
+	// ratio: print sseloop/other for each other server
 	ratio bool
+}
+
+// idleCPUPercent is the server's CPU over the idle window as a percentage
+// of one core.
+func idleCPUPercent(r *Result) float64 {
+	if r.QuietSeconds <= 0 {
+		return 0
+	}
+	return r.CPUSeconds / r.QuietSeconds * 100
 }
 
 func fInt(v float64) string   { return fmt.Sprintf("%.0f", v) }
@@ -248,6 +334,7 @@ func fFloat(v float64) string { return fmt.Sprintf("%.2f", v) }
 func metrics(scenario string) []metric {
 	common := []metric{
 		{"connected", func(r *Result) float64 { return float64(r.Connected) }, fInt, false},
+		{"host load avg", func(r *Result) float64 { return r.LoadAvg }, fFloat, false},
 	}
 	delivery := []metric{
 		{"events", func(r *Result) float64 { return float64(r.Events) }, fInt, false},
@@ -258,7 +345,9 @@ func metrics(scenario string) []metric {
 		{"latency p50 ms", func(r *Result) float64 { return r.Latency.P50 }, fMS, true},
 		{"latency p90 ms", func(r *Result) float64 { return r.Latency.P90 }, fMS, true},
 		{"latency p99 ms", func(r *Result) float64 { return r.Latency.P99 }, fMS, true},
+		{"latency p99.9 ms", func(r *Result) float64 { return r.Latency.P999 }, fMS, true},
 		{"latency max ms", func(r *Result) float64 { return r.Latency.Max }, fMS, true},
+		{"offered events/s", func(r *Result) float64 { return r.OfferedRate }, fFloat, false},
 		{"deliveries/s", func(r *Result) float64 { return r.DeliveriesPerSecond }, fInt, true},
 		{"server cpu s", func(r *Result) float64 { return r.CPUSeconds }, fFloat, true},
 		{"cpu us/delivery", func(r *Result) float64 { return r.CPUPerDelivery }, fFloat, true},
@@ -270,6 +359,7 @@ func metrics(scenario string) []metric {
 			metric{"server rss MiB", func(r *Result) float64 { return float64(r.RSSBytes) / (1 << 20) }, fFloat, true},
 			metric{"rss per conn B", func(r *Result) float64 { return r.RSSPerConn }, fInt, true},
 			metric{"idle cpu s", func(r *Result) float64 { return r.CPUSeconds }, fFloat, true},
+			metric{"idle cpu % core", idleCPUPercent, fFloat, true},
 		)
 	case ScenarioChurn:
 		return append(append(common, delivery...),
@@ -282,38 +372,77 @@ func metrics(scenario string) []metric {
 		metric{"dropped streams", func(r *Result) float64 { return float64(r.DroppedStreams) }, fInt, false})
 }
 
-// WriteTable prints results side by side, sseloop | baseline | ratio, per
-// scenario.
+// WriteTable prints results side by side per scenario, one column per
+// server in the order of first appearance, then sseloop/other ratios.
 func WriteTable(w io.Writer, results []*Result) {
+	servers := resultServers(results)
+	var others []string
+	if slices.Contains(servers, ServerSseloop) {
+		for _, s := range servers {
+			if s != ServerSseloop {
+				others = append(others, s)
+			}
+		}
+	}
+	head := append([]string{"scenario", "metric"}, servers...)
+	for _, o := range others {
+		head = append(head, ServerSseloop+"/"+o)
+	}
 	tw := &table{}
-	tw.row("scenario", "metric", ServerSseloop, ServerBaseline, "ratio")
+	tw.row(head...)
 	for _, scen := range Scenarios {
-		a, b := find(results, ServerSseloop, scen), find(results, ServerBaseline, scen)
-		if a == nil && b == nil {
+		rs := make([]*Result, len(servers))
+		found := false
+		for i, s := range servers {
+			rs[i] = find(results, s, scen)
+			found = found || rs[i] != nil
+		}
+		if !found {
 			continue
 		}
 		for _, m := range metrics(scen) {
-			cells := []string{scen, m.name, "-", "-", ""}
-			var va, vb float64
-			if a != nil {
-				va = m.get(a)
-				cells[2] = m.format(va)
+			cells := []string{scen, m.name}
+			for _, r := range rs {
+				cell := "-"
+				if r != nil {
+					cell = m.format(m.get(r))
+				}
+				cells = append(cells, cell)
 			}
-			if b != nil {
-				vb = m.get(b)
-				cells[3] = m.format(vb)
-			}
-			if m.ratio && a != nil && b != nil && vb != 0 {
-				cells[4] = fmt.Sprintf("%.3f", va/vb)
+			a := find(results, ServerSseloop, scen)
+			for _, o := range others {
+				cell := ""
+				if b := find(results, o, scen); m.ratio && a != nil && b != nil && m.get(b) != 0 {
+					cell = fmt.Sprintf("%.3f", m.get(a)/m.get(b))
+				}
+				cells = append(cells, cell)
 			}
 			tw.row(cells...)
 		}
 	}
 	tw.write(w)
+	fmt.Fprintln(w, ratioNote)
 	writeNotes(w, results)
 }
 
-// writeNotes prints errors and server output worth a look.
+// ratioNote explains the ratio columns under the comparison table.
+const ratioNote = "ratio = sseloop / that server: below 1 means sseloop needed less (latency, CPU, memory), " +
+	"which is better; for deliveries/s, above 1 is better."
+
+// resultServers lists the servers of results in order of first appearance.
+func resultServers(results []*Result) []string {
+	var servers []string
+	for _, r := range results {
+		if !slices.Contains(servers, r.Server) {
+			servers = append(servers, r.Server)
+		}
+	}
+	return servers
+}
+
+// writeNotes prints errors, and the server's own output only when the run
+// shows a failure (errors, lost or duplicate events, dropped streams):
+// start-up warnings of a healthy run are not news.
 func writeNotes(w io.Writer, results []*Result) {
 	for _, r := range results {
 		var notes []string
@@ -334,7 +463,8 @@ func writeNotes(w io.Writer, results []*Result) {
 		if len(notes) > 0 {
 			fmt.Fprintf(w, "note: %s %s: %s\n", r.Server, r.Scenario, strings.Join(notes, "; "))
 		}
-		if r.ServerLog != "" {
+		failed := len(notes) > 0 || r.Lost > 0 || r.Duplicates > 0 || r.DroppedStreams > 0 || r.Connected < r.Conns
+		if r.ServerLog != "" && failed {
 			log := r.ServerLog
 			if len(log) > 600 {
 				log = "..." + log[len(log)-600:]

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -81,5 +82,68 @@ func TestCompareSmall(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "rss per conn B") {
 		t.Errorf("table lacks memory row:\n%s", out.String())
+	}
+}
+
+// TestCompareMercure runs every scenario against sseloop and the Mercure
+// hub library (local and bolt transports) built from bench/mercurepeer, its
+// own module: the load generator speaks both protocols, and counts every
+// delivery on Mercure's opaque urn:uuid ids without loss or duplicates.
+func TestCompareMercure(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the Mercure peer, starts servers")
+	}
+	bin := filepath.Join(t.TempDir(), "mercurepeer")
+	var buildLog bytes.Buffer
+	if err := BuildMercurePeer(context.Background(), bin, &buildLog); err != nil {
+		// The first build needs the Go module proxy (or a filled module cache).
+		if os.Getenv("SSELOOPTEST_REQUIRE_EXTERNAL") == "1" {
+			t.Fatalf("%v (SSELOOPTEST_REQUIRE_EXTERNAL=1)\n%s", err, buildLog.String())
+		}
+		t.Skipf("cannot build bench/mercurepeer (module proxy unreachable?): %v (set SSELOOPTEST_REQUIRE_EXTERNAL=1 to fail instead)\n%s", err, buildLog.String())
+	}
+	var out bytes.Buffer
+	cfg := CompareConfig{
+		Run: RunConfig{
+			Conns: 200, Events: 5, Rate: 50, Duration: time.Second,
+			ChurnRate: 20, ChurnHold: 300 * time.Millisecond,
+			Settle: 200 * time.Millisecond, Quiet: 200 * time.Millisecond,
+		},
+		Servers:    []string{ServerSseloop, ServerMercure, ServerMercureBolt},
+		MercureBin: bin,
+		Out:        &out,
+	}
+	results, err := Compare(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("compare: %v\n%s", err, out.String())
+	}
+	t.Logf("\n%s", out.String())
+	if len(results) != 3*len(Scenarios) {
+		t.Fatalf("%d results", len(results))
+	}
+	for _, r := range results {
+		if r.Connected != 200 || r.ConnectFailed != 0 || r.RSSBytes <= 0 {
+			t.Errorf("%s %s: connected %d failed %d rss %d", r.Server, r.Scenario, r.Connected, r.ConnectFailed, r.RSSBytes)
+		}
+		if r.Scenario == ScenarioIdle {
+			if r.QuietSeconds != 0.2 {
+				t.Errorf("%s idle: quiet window %v s", r.Server, r.QuietSeconds)
+			}
+			continue
+		}
+		if r.Events == 0 || r.DeliveriesReceived != r.DeliveriesExpected || r.Lost != 0 || r.Duplicates != 0 || r.BadData != 0 || r.NoID != 0 {
+			t.Errorf("%s %s: events %d expected %d received %d lost %d dups %d bad %d noid %d (%v)", r.Server, r.Scenario,
+				r.Events, r.DeliveriesExpected, r.DeliveriesReceived, r.Lost, r.Duplicates, r.BadData, r.NoID, r.Errors)
+		}
+	}
+	head := strings.Fields(strings.SplitN(out.String(), "\n", 2)[0])
+	want := []string{"scenario", "metric", ServerSseloop, ServerMercure, ServerMercureBolt, "sseloop/mercure", "sseloop/mercure-bolt"}
+	if !slices.Equal(head, want) {
+		t.Errorf("table header %q, want %q", head, want)
+	}
+	for _, row := range []string{"idle cpu % core", "latency p99.9 ms"} {
+		if !strings.Contains(out.String(), row) {
+			t.Errorf("table lacks %q", row)
+		}
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // Scenarios.
@@ -43,7 +45,12 @@ type RunConfig struct {
 	Target   string // base URL, e.g. http://127.0.0.1:8080
 	Server   string // label in the result; default the target's host:port
 	Scenario string
-	Conns    int // stable connections
+	// Proto is the API the server speaks: ProtoSseloop (default; the
+	// baseline too) or ProtoMercure.
+	Proto string
+	// JWTKey is the HS256 key publisher JWTs are signed with (Mercure).
+	JWTKey string
+	Conns  int // stable connections
 	// Keys: idle: Conns (one key per stream, like per-user keys);
 	// fanout: 1; throughput: 100; churn: 10.
 	Keys int
@@ -86,6 +93,17 @@ func (c *RunConfig) defaults() error {
 	}
 	if c.Conns <= 0 {
 		return fmt.Errorf("%w: conns must be > 0", ErrBadConfig)
+	}
+	switch c.Proto {
+	case "":
+		c.Proto = ProtoSseloop
+	case ProtoSseloop:
+	case ProtoMercure:
+		if c.JWTKey == "" {
+			return fmt.Errorf("%w: the mercure protocol needs a JWT key", ErrBadConfig)
+		}
+	default:
+		return fmt.Errorf("%w: proto %q (want %s or %s)", ErrBadConfig, c.Proto, ProtoSseloop, ProtoMercure)
 	}
 	def := func(v *int, d int) {
 		if *v <= 0 {
@@ -159,6 +177,8 @@ type Result struct {
 	RSSBytes      int64   `json:"rss_bytes"`
 	RSSPerConn    float64 `json:"rss_per_conn_bytes"`
 	CPUSeconds    float64 `json:"cpu_seconds"`
+	// QuietSeconds is the idle CPU window (idle scenario).
+	QuietSeconds float64 `json:"quiet_seconds,omitempty"`
 	// CPUPerDelivery is server CPU microseconds per delivered event.
 	CPUPerDelivery      float64          `json:"cpu_us_per_delivery"`
 	Events              int64            `json:"events"`
@@ -180,7 +200,11 @@ type Result struct {
 	ChurnDeliveries     int64            `json:"churn_deliveries,omitempty"`
 	Errors              map[string]int64 `json:"errors,omitempty"`
 	DurationSeconds     float64          `json:"duration_seconds"`
-	ServerLog           string           `json:"server_log,omitempty"`
+	// LoadAvg is the host's 1-minute load average when the run ended
+	// (0 if unknown): the server shares the machine, so a busy host
+	// shows up in latency and CPU.
+	LoadAvg   float64 `json:"load_avg,omitempty"`
+	ServerLog string  `json:"server_log,omitempty"`
 }
 
 // Run runs one scenario against a running server.
@@ -224,7 +248,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 			n++
 		}
 		specs[i] = WorkerSpec{
-			Target: host, KeyPrefix: prefix, Keys: cfg.Keys, First: f, Conns: n,
+			Target: host, Proto: cfg.Proto, KeyPrefix: prefix, Keys: cfg.Keys, First: f, Conns: n,
 			Inflight: cfg.Inflight, ConnectTimeout: 10 * time.Second,
 			ChurnRate: churnRate, ChurnHold: cfg.ChurnHold, MaxLife: time.Hour,
 		}
@@ -294,6 +318,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 			return nil, err
 		}
 		res.CPUSeconds = cpu() - c0
+		res.QuietSeconds = cfg.Quiet.Seconds()
 	default:
 		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
 			return nil, err
@@ -335,7 +360,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 			quiet := cfg
 			quiet.Progress = io.Discard
 			for i := range cfg.Events {
-				p := publish(ctx, quiet, keys, 1, 0)
+				p := publish(ctx, quiet, keys, i, 1, 0)
 				pub.merge(p)
 				res.DeliveriesExpected = expectedOf(pub)
 				deliveredBy(res.DeliveriesExpected, fmt.Sprintf("%s fanout event %d/%d", cfg.Server, i+1, cfg.Events))
@@ -344,7 +369,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 				}
 			}
 		} else {
-			pub = publish(ctx, cfg, keys, 0, cfg.Duration)
+			pub = publish(ctx, cfg, keys, 0, 0, cfg.Duration)
 			res.DeliveriesExpected = expectedOf(pub)
 			deliveredBy(res.DeliveriesExpected, cfg.Server+" "+cfg.Scenario+" deliver")
 		}
@@ -405,6 +430,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 		res.CPUPerDelivery = res.CPUSeconds * 1e6 / float64(res.DeliveriesReceived)
 	}
 	res.DurationSeconds = time.Since(began).Seconds()
+	res.LoadAvg = loadAvg()
 	return res, nil
 }
 
@@ -434,16 +460,21 @@ func (p *pubStats) merge(o pubStats) {
 	}
 }
 
-// publish sends triggers whose body is the send time in unix ns, round
-// robin over keys, at cfg.Rate per second: count of them, or for dur.
-// Senders are bounded; when they all wait on the server the offered rate
-// drops (reported as offered_events_per_second).
-func publish(ctx context.Context, cfg RunConfig, keys []string, count int, dur time.Duration) pubStats {
+// publish sends events at cfg.Rate per second: count of them, or for dur.
+// Publish number n (from first) goes to key n % len(keys) with the payload
+// "SEQ NS": SEQ = n / len(keys) numbers the key's events, NS is the send
+// time. Senders are bounded; when they all wait on the server the offered
+// rate drops (reported as offered_events_per_second).
+func publish(ctx context.Context, cfg RunConfig, keys []string, first, count int, dur time.Duration) pubStats {
 	st := pubStats{sent: make([]int64, len(keys))}
 	tr := &http.Transport{MaxIdleConnsPerHost: cfg.Senders, MaxConnsPerHost: cfg.Senders, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	base := strings.TrimSuffix(cfg.Target, "/") + "/trigger/"
+	pc, err := newPublisher(cfg)
+	if err != nil {
+		st.errors, st.errSample = 1, err.Error()
+		return st
+	}
 
 	var mu sync.Mutex
 	var firstSet atomic.Bool
@@ -456,6 +487,7 @@ func publish(ctx context.Context, cfg RunConfig, keys []string, count int, dur t
 	var done atomic.Int64
 	for range cfg.Senders {
 		wg.Go(func() {
+			var body []byte
 			for i := range jobs {
 				k := i % len(keys)
 				now := time.Now()
@@ -464,7 +496,8 @@ func publish(ctx context.Context, cfg RunConfig, keys []string, count int, dur t
 					st.first = now
 					mu.Unlock()
 				}
-				err := trigger(ctx, client, base+url.PathEscape(keys[k]), now.UnixNano())
+				body = appendPayload(body[:0], uint64(i/len(keys)), now.UnixNano())
+				err := pc.send(ctx, client, keys[k], string(body))
 				mu.Lock()
 				if now.After(st.last) {
 					st.last = now
@@ -500,7 +533,7 @@ loop:
 			}
 		}
 		select {
-		case jobs <- i:
+		case jobs <- first + i:
 		case <-ctx.Done():
 			break loop
 		}
@@ -511,13 +544,52 @@ loop:
 	return st
 }
 
-// trigger POSTs one bench event: the body is the send time.
-func trigger(ctx context.Context, client *http.Client, u string, ns int64) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(strconv.FormatInt(ns, 10)))
+// publisher sends one event in the server's protocol.
+type publisher struct {
+	proto string
+	url   string // sseloop: base of /trigger/{K}; mercure: the hub URL
+	auth  string // mercure: "Bearer <publisher JWT>"
+}
+
+func newPublisher(cfg RunConfig) (*publisher, error) {
+	base := strings.TrimSuffix(cfg.Target, "/")
+	if cfg.Proto != ProtoMercure {
+		return &publisher{proto: ProtoSseloop, url: base + "/trigger/"}, nil
+	}
+	tok, err := MercurePublisherJWT(cfg.JWTKey)
+	if err != nil {
+		return nil, err
+	}
+	return &publisher{proto: ProtoMercure, url: base + "/.well-known/mercure", auth: "Bearer " + tok}, nil
+}
+
+// MercurePublisherJWT returns an HS256 JWT signed with key that lets its
+// bearer publish to every topic (claim mercure.publish ["*"]).
+func MercurePublisherJWT(key string) (string, error) {
+	claims := jwt.MapClaims{"mercure": map[string]any{"publish": []string{"*"}}}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(key))
+}
+
+// send publishes data to key and checks the answer.
+func (p *publisher) send(ctx context.Context, client *http.Client, key, data string) error {
+	var req *http.Request
+	var err error
+	if p.proto == ProtoMercure {
+		form := url.Values{"topic": {key}, "data": {data}}
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, p.url, strings.NewReader(form.Encode()))
+		if err == nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Authorization", p.auth)
+		}
+	} else {
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, p.url+url.PathEscape(key), strings.NewReader(data))
+		if err == nil {
+			req.Header.Set("Content-Type", "text/plain")
+		}
+	}
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "text/plain")
 	resp, err := client.Do(req)
 	if err != nil {
 		return err
@@ -530,8 +602,12 @@ func trigger(ctx context.Context, client *http.Client, u string, ns int64) error
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("status %d", resp.StatusCode)
 	}
-	if !strings.HasPrefix(string(body), `{"id":"`) {
-		return fmt.Errorf("unexpected trigger answer %.40q", body)
+	want := `{"id":"`
+	if p.proto == ProtoMercure {
+		want = "urn:uuid:"
+	}
+	if !strings.HasPrefix(string(body), want) {
+		return fmt.Errorf("unexpected publish answer %.40q", body)
 	}
 	return nil
 }

@@ -95,15 +95,16 @@ func (h *Hist) Quantile(q float64) int64 {
 
 // LatencyMS is a latency summary in milliseconds.
 type LatencyMS struct {
-	P50 float64 `json:"p50"`
-	P90 float64 `json:"p90"`
-	P99 float64 `json:"p99"`
-	Max float64 `json:"max"`
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p99_9"`
+	Max  float64 `json:"max"`
 }
 
 func (h *Hist) summary() LatencyMS {
 	ms := func(us int64) float64 { return float64(us) / 1000 }
-	return LatencyMS{P50: ms(h.Quantile(0.5)), P90: ms(h.Quantile(0.9)), P99: ms(h.Quantile(0.99)), Max: ms(h.Max)}
+	return LatencyMS{P50: ms(h.Quantile(0.5)), P90: ms(h.Quantile(0.9)), P99: ms(h.Quantile(0.99)), P999: ms(h.Quantile(0.999)), Max: ms(h.Max)}
 }
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat times: 100 on every
@@ -158,6 +159,21 @@ func procCPU(pid int) (float64, error) {
 		return 0, errNoProc
 	}
 	return float64(ut+st) / clockTicks, nil
+}
+
+// loadAvg returns the 1-minute load average from /proc/loadavg, 0 if
+// unavailable.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 // sumProc adds up a /proc reading over the server's processes.

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"net/url"
 	"strconv"
 	"time"
@@ -8,9 +9,11 @@ import (
 
 // WorkerSpec tells one load-generator worker which connections to hold.
 // Stable connection i (global index First+i) subscribes to key
-// (First+i) % Keys, alternately with /events?key=K and /events/{K}.
+// (First+i) % Keys: with ProtoSseloop alternately with /events?key=K and
+// /events/{K}, with ProtoMercure with /.well-known/mercure?topic=K.
 type WorkerSpec struct {
 	Target    string `json:"target"`     // host:port of the server (IPv4)
+	Proto     string `json:"proto"`      // ProtoSseloop ("" too) or ProtoMercure
 	Source    string `json:"source"`     // IPv4 to bind before connect; "" = the kernel's choice
 	KeyPrefix string `json:"key_prefix"` // key k is KeyPrefix + k
 	Keys      int    `json:"keys"`
@@ -43,9 +46,9 @@ type WorkerReport struct {
 	Failed     int   `json:"failed"`            // stable attempts that failed
 	Dropped    int64 `json:"dropped"`           // established stable streams that ended
 	Received   int64 `json:"received"`          // bench events on stable streams, first copy
-	Duplicates int64 `json:"duplicates"`        // events whose id was not above the last seen
+	Duplicates int64 `json:"duplicates"`        // events whose payload sequence the stream already had
 	NoID       int64 `json:"no_id"`             // events without an id field
-	BadData    int64 `json:"bad_data"`          // events whose data is not a bench timestamp
+	BadData    int64 `json:"bad_data"`          // events whose data is not a bench payload
 	Comments   int64 `json:"comments"`          // comment lines (heartbeats)
 	LastRecvNs int64 `json:"last_recv_ns"`      // wall time of the last delivery
 
@@ -70,12 +73,50 @@ const reportEvery = 50 * time.Millisecond
 
 func keyName(prefix string, k int) string { return prefix + strconv.Itoa(k) }
 
-// subscribePath alternates the two subscribe forms so both are exercised.
-func subscribePath(key string, i int) string {
+// Protocols the load generator speaks.
+const (
+	// ProtoSseloop is sseloop's native API, which the baseline serves too:
+	// GET /events?key=K or /events/{K}, POST /trigger/{K} with the data as
+	// body, answered {"id":"…"}.
+	ProtoSseloop = "sseloop"
+	// ProtoMercure is the Mercure protocol: GET
+	// /.well-known/mercure?topic=K, and a form POST (topic, data) to the
+	// same path with an HS256 publisher JWT, answered with the id
+	// (urn:uuid:…).
+	ProtoMercure = "mercure"
+)
+
+// subscribePath returns stream i's request target. For sseloop it
+// alternates the two subscribe forms so both are exercised.
+func subscribePath(proto, key string, i int) string {
+	if proto == ProtoMercure {
+		return "/.well-known/mercure?topic=" + url.QueryEscape(key)
+	}
 	if i%2 == 0 {
 		return "/events?key=" + url.QueryEscape(key)
 	}
 	return "/events/" + url.PathEscape(key)
+}
+
+// Bench event payload: "SEQ NS", where SEQ numbers the events of one key
+// from 0 (publish number / keys) and NS is the send time in unix
+// nanoseconds. Loss and duplicates are counted on SEQ, not on the event
+// id: Mercure's ids are urn:uuid strings with no order.
+func appendPayload(dst []byte, seq uint64, ns int64) []byte {
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, ' ')
+	return strconv.AppendInt(dst, ns, 10)
+}
+
+// parsePayload parses what appendPayload wrote, without allocating.
+func parsePayload(b []byte) (seq, ns uint64, ok bool) {
+	i := bytes.IndexByte(b, ' ')
+	if i < 0 {
+		return 0, 0, false
+	}
+	seq, ok1 := parseDec(b[:i])
+	ns, ok2 := parseDec(b[i+1:])
+	return seq, ns, ok1 && ok2
 }
 
 // parseDec parses a non-negative decimal without allocating.

@@ -12,7 +12,6 @@ import (
 	"math"
 	"net"
 	"os"
-	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/sseloop/sseloop/httpparse"
@@ -293,6 +292,3 @@ func isLoopback(a net.Addr) bool {
 	ta, ok := a.(*net.TCPAddr)
 	return ok && ta.IP.IsLoopback()
 }
-
-// nowUnix is the loop clock in seconds, for comparing with conn.expires.
-func nowUnix(nanos int64) int64 { return nanos / int64(time.Second) }

@@ -3,37 +3,32 @@ package engine
 import (
 	"errors"
 	"strconv"
-	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/sseloop/sseloop/httpparse"
-	"github.com/sseloop/sseloop/timerwheel"
+	"github.com/sseloop/sseloop/hub"
 )
 
 // conn is the engine's state of one connection, owned by its loop. It is kept
 // small: one exists per open stream, and memory per connection is the number
-// this server is judged by.
+// this server is judged by. The hub's part (the connection itself, its loop,
+// its one timer, its subscriptions) is embedded, and the engine adds four
+// bytes: the struct fills the 128-byte size class (TestConnStaysSmall).
 type conn struct {
-	gc      gnet.Conn
-	l       *loop
-	timer   timerwheel.Timer // header/idle timeout, then heartbeat
-	fire    func()           // c.onTimer, bound once so Schedule never allocates
-	subs    []sub            // one per subscribed key, fixed once streaming
-	pending *replayState     // non-nil while a replay is being read
-
-	lastID    uint64 // id of the newest event written to this stream
-	lastWrite int64  // loop clock at the last write, for heartbeats
+	hub.Stream
 
 	phase       phase
 	closeReason closeReason
 	started     bool // a request head has begun arriving: header timeout armed
 	continued   bool // "100 Continue" sent for the current request
-	// expires is when the stream's token expires, in unix seconds (0 =
-	// never). It fills the padding after the four bytes above, so the
-	// struct stays in the 128-byte size class (TestConnStaysSmall); the
-	// stream's one timer fires at min(next heartbeat, expiry).
-	expires uint32
 }
+
+// gc returns c's gnet connection: the hub.Conn given to Init. The hub holds
+// it, so the engine does not keep a second copy of the interface.
+func (c *conn) gc() gnet.Conn { return c.Conn().(gnet.Conn) }
+
+// l returns the engine loop of c: the executor its hub loop was made with.
+func (c *conn) l() *loop { return c.Loop().Executor().(*loop) }
 
 type phase uint8
 
@@ -52,12 +47,9 @@ const (
 	reasonBadRequest
 	reasonHeaderTimeout
 	reasonIdleTimeout
-	reasonSlowConsumer
-	reasonStoreError
 	reasonShutdown
 	reasonDone
 	reasonUnauthorized
-	reasonTokenExpired
 )
 
 func (r closeReason) String() string {
@@ -68,18 +60,12 @@ func (r closeReason) String() string {
 		return "header_timeout"
 	case reasonIdleTimeout:
 		return "idle_timeout"
-	case reasonSlowConsumer:
-		return "slow_consumer"
-	case reasonStoreError:
-		return "store_error"
 	case reasonShutdown:
 		return "shutdown"
 	case reasonDone:
 		return "done"
 	case reasonUnauthorized:
 		return "unauthorized"
-	case reasonTokenExpired:
-		return "token_expired"
 	}
 	return ""
 }
@@ -88,13 +74,13 @@ func (r closeReason) String() string {
 // complete (pipelining), and reports whether c must be closed.
 func (l *loop) serve(c *conn) (closeConn bool) {
 	for c.phase == phaseRequest {
-		buf, _ := c.gc.Peek(-1)
+		buf, _ := c.gc().Peek(-1)
 		if len(buf) == 0 {
 			return false
 		}
 		if !c.started {
 			c.started = true
-			l.wheel.Schedule(&c.timer, l.e.cfg.Limits.HeaderTimeout, c.fire)
+			c.Arm(l.e.cfg.Limits.HeaderTimeout)
 		}
 		req := &l.req
 		n, err := req.Parse(buf, &l.e.lim)
@@ -102,7 +88,7 @@ func (l *loop) serve(c *conn) (closeConn bool) {
 			return false
 		}
 		if err != nil {
-			l.e.log.Debug("bad request head", "remote", c.gc.RemoteAddr(), "err", err, "head", quoteHead(buf))
+			l.e.log.Debug("bad request head", "remote", c.gc().RemoteAddr(), "err", err, "head", quoteHead(buf))
 			l.countLimit(err)
 			return l.fail(c, statusOf(err), reasonBadRequest)
 		}
@@ -134,7 +120,7 @@ func (l *loop) serve(c *conn) (closeConn bool) {
 		}
 		c.started, c.continued = false, false
 		keep := l.route(c, req, body)
-		_, _ = c.gc.Discard(total)
+		_, _ = c.gc().Discard(total)
 		if !keep {
 			return true
 		}
@@ -146,10 +132,10 @@ func (l *loop) serve(c *conn) (closeConn bool) {
 	case phaseStream:
 		// A stream's client has nothing more to say; what it sends is dropped
 		// so that it can never grow the inbound buffer.
-		_, _ = c.gc.Discard(-1)
+		_, _ = c.gc().Discard(-1)
 	case phaseBusy:
 		// Pipelined requests wait for the current answer, but only so many.
-		if c.gc.InboundBuffered() > l.e.cfg.Limits.MaxHeadBytes+l.e.cfg.Limits.MaxBodyBytes {
+		if c.gc().InboundBuffered() > l.e.cfg.Limits.MaxHeadBytes+l.e.cfg.Limits.MaxBodyBytes {
 			l.e.m.limit("pipeline")
 			return l.fail(c, 431, reasonBadRequest)
 		}
@@ -169,12 +155,13 @@ func (l *loop) maybeContinue(c *conn, req *httpparse.Request) {
 // armIdle arms the keep-alive idle timeout while c waits for a request.
 func (l *loop) armIdle(c *conn) {
 	c.started = false
-	l.wheel.Schedule(&c.timer, l.e.cfg.Limits.IdleTimeout, c.fire)
+	c.Arm(l.e.cfg.Limits.IdleTimeout)
 }
 
-// onTimer runs on the loop when c's timer fires.
+// onTimer runs on the loop when c's timer fires: a request timeout, or the
+// hub's heartbeat and expiry timer once c is a stream.
 func (c *conn) onTimer() {
-	l := c.l
+	l := c.l()
 	switch c.phase {
 	case phaseRequest:
 		if c.started {
@@ -186,34 +173,10 @@ func (c *conn) onTimer() {
 		}
 		l.close(c, reasonIdleTimeout)
 	case phaseBusy:
-		l.wheel.Schedule(&c.timer, l.e.cfg.Limits.IdleTimeout, c.fire)
+		c.Arm(l.e.cfg.Limits.IdleTimeout)
 	case phaseStream:
-		if c.expires != 0 && nowUnix(l.now) >= int64(c.expires) {
-			l.close(c, reasonTokenExpired)
-			return
-		}
-		hb := l.e.cfg.Heartbeat
-		if quiet := time.Duration(l.now - c.lastWrite); quiet < hb {
-			l.armStream(c, hb-quiet)
-			return
-		}
-		l.write(c, heartbeatComment)
-		l.heartbeats++
-		l.checkOutbound(c)
-		if c.phase == phaseStream {
-			l.armStream(c, hb)
-		}
+		c.Loop().Fire(&c.Stream)
 	}
-}
-
-// armStream arms a stream's timer for the next heartbeat in d, or for its
-// token's expiry if that comes first: one timer serves both.
-func (l *loop) armStream(c *conn, d time.Duration) {
-	if c.expires != 0 {
-		left := time.Duration(int64(c.expires)*int64(time.Second) - l.now)
-		d = max(min(d, left), 0)
-	}
-	l.wheel.Schedule(&c.timer, d, c.fire)
 }
 
 // countLimit counts a parser error that a configured limit caused.
@@ -258,6 +221,27 @@ func (l *loop) resume(c *conn, keep bool) {
 	}
 }
 
+// write writes b to c (a response; stream bytes go through the hub).
+func (l *loop) write(c *conn, b []byte) {
+	_, _ = c.gc().Write(b)
+}
+
+// close closes c after its pending output, from any point on the loop.
+// A conn already closing (an error response was written and serve asked
+// gnet to close it) keeps its first reason but is still closed: gnet's
+// Close is idempotent, and a close requested by a return value of serve is
+// lost when serve ran from a task rather than from OnTraffic.
+func (l *loop) close(c *conn, reason closeReason) {
+	if c.phase == phaseClosed {
+		return
+	}
+	if c.phase != phaseClosing {
+		c.phase = phaseClosing
+		c.closeReason = reason
+	}
+	_ = c.gc().Close()
+}
+
 // fail writes the error response for status and asks for c to be closed.
 func (l *loop) fail(c *conn, status int, reason closeReason) (closeConn bool) {
 	l.e.m.httpError(status)
@@ -293,117 +277,5 @@ func quoteHead(b []byte) string {
 	}
 	return strconv.Quote(string(b))
 }
-
-// appendResponse appends a complete response with a body.
-func appendResponse(dst []byte, status int, ctype string, body []byte, keepAlive, http10 bool) []byte {
-	return appendResponseH(dst, status, ctype, "", body, keepAlive, http10)
-}
-
-// appendResponseH is appendResponse with extra header lines (each ending in
-// CRLF), such as CORS headers.
-func appendResponseH(dst []byte, status int, ctype, extra string, body []byte, keepAlive, http10 bool) []byte {
-	dst = append(dst, "HTTP/1.1 "...)
-	dst = strconv.AppendInt(dst, int64(status), 10)
-	dst = append(dst, ' ')
-	dst = append(dst, statusText(status)...)
-	dst = append(dst, "\r\nContent-Type: "...)
-	dst = append(dst, ctype...)
-	dst = append(dst, "\r\nContent-Length: "...)
-	dst = strconv.AppendInt(dst, int64(len(body)), 10)
-	switch {
-	case !keepAlive:
-		dst = append(dst, "\r\nConnection: close"...)
-	case http10:
-		dst = append(dst, "\r\nConnection: keep-alive"...)
-	}
-	dst = append(dst, "\r\nCache-Control: no-store\r\n"...)
-	dst = append(dst, extra...)
-	dst = append(dst, "\r\n"...)
-	return append(dst, body...)
-}
-
-func statusText(code int) string {
-	switch code {
-	case 200:
-		return "OK"
-	case 204:
-		return "No Content"
-	case 400:
-		return "Bad Request"
-	case 401:
-		return "Unauthorized"
-	case 403:
-		return "Forbidden"
-	case 404:
-		return "Not Found"
-	case 405:
-		return "Method Not Allowed"
-	case 408:
-		return "Request Timeout"
-	case 413:
-		return "Content Too Large"
-	case 414:
-		return "URI Too Long"
-	case 431:
-		return "Request Header Fields Too Large"
-	case 501:
-		return "Not Implemented"
-	case 503:
-		return "Service Unavailable"
-	case 505:
-		return "HTTP Version Not Supported"
-	}
-	return "Error"
-}
-
-// errorBodies are fixed: an error body never echoes the request.
-var errorBodies = map[int]string{
-	400: "bad request\n",
-	401: "unauthorized\n",
-	403: "forbidden\n",
-	404: "not found\n",
-	405: "method not allowed\n",
-	408: "request timeout\n",
-	413: "request body too large\n",
-	414: "request URI too long\n",
-	431: "request header fields too large\n",
-	501: "transfer-encoding not implemented\n",
-	503: "service unavailable\n",
-	505: "HTTP version not supported\n",
-}
-
-var errorResponses = func() map[int][]byte {
-	m := make(map[int][]byte, len(errorBodies))
-	for code, body := range errorBodies {
-		m[code] = appendResponse(nil, code, "text/plain; charset=utf-8", []byte(body), false, false)
-	}
-	return m
-}()
-
-// errorResponse returns the complete close-delimited response for status.
-func errorResponse(status int) []byte {
-	if r, ok := errorResponses[status]; ok {
-		return r
-	}
-	return errorResponses[400]
-}
-
-// badRequest is an error response with a specific short reason (which never
-// contains client input), e.g. "invalid key".
-func (l *loop) badRequest(c *conn, status int, msg string) (keep bool) {
-	l.e.m.httpError(status)
-	l.out = appendResponse(l.out[:0], status, "text/plain; charset=utf-8", append([]byte(msg), '\n'), false, false)
-	l.write(c, l.out)
-	c.phase = phaseClosing
-	c.closeReason = reasonBadRequest
-	return false
-}
-
-var (
-	resp100Continue  = []byte("HTTP/1.1 100 Continue\r\n\r\n")
-	respTimeout      = errorResponse(408)
-	respOverLimit    = errorResponse(503)
-	heartbeatComment = []byte(":\n\n")
-)
 
 func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }

@@ -54,22 +54,12 @@ func (p *corsPolicy) headers(origin []byte) string {
 // preflight appends the answer to an OPTIONS request: 204 with Allow, plus
 // the Access-Control-* lines when origin is allowed.
 func (p *corsPolicy) preflight(dst []byte, origin []byte, methods string, keepAlive, http10 bool) []byte {
-	dst = append(dst, "HTTP/1.1 204 No Content\r\nAllow: "...)
-	dst = append(dst, methods...)
-	dst = append(dst, ", OPTIONS\r\n"...)
+	extra := "Allow: " + methods + ", OPTIONS\r\n"
 	if h := p.headers(origin); h != "" {
-		dst = append(dst, h...)
-		dst = append(dst, "Access-Control-Allow-Methods: "...)
-		dst = append(dst, methods...)
-		dst = append(dst, ", OPTIONS\r\nAccess-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID, Cache-Control\r\nAccess-Control-Max-Age: "...)
-		dst = append(dst, p.maxAge...)
-		dst = append(dst, "\r\n"...)
+		extra += h + "Access-Control-Allow-Methods: " + methods +
+			", OPTIONS\r\nAccess-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID, Cache-Control\r\nAccess-Control-Max-Age: " +
+			p.maxAge + "\r\n"
 	}
-	switch {
-	case !keepAlive:
-		dst = append(dst, "Connection: close\r\n"...)
-	case http10:
-		dst = append(dst, "Connection: keep-alive\r\n"...)
-	}
-	return append(dst, "\r\n"...)
+	r := response{status: 204, extra: extra, keepAlive: keepAlive, http10: http10}
+	return r.appendTo(dst)
 }

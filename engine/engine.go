@@ -1,12 +1,23 @@
-// Package engine is the sseloop server: a gnet event handler that parses
-// HTTP with httpparse, parks streams in per-loop subscriber sets, and fans
-// out events read from a store.Store by one ticker goroutine.
+// Package engine is the sseloop server's network side: gnet event loops,
+// HTTP parsing (httpparse), routing, authentication and CORS. Everything
+// about delivering events (subscriber sets, the change feed, replay,
+// heartbeats, publishing) is the hub's (package hub); the engine turns
+// requests into hub calls and hub results into HTTP.
 //
-// The one rule: everything a connection owns (its conn state, its timer, the
-// loop's subscriber sets and timer wheel) is touched only on that
-// connection's event-loop goroutine. Other goroutines (the ticker, the store
-// workers) hand work to a loop with gnet's EventLoop.Execute, and never call
-// the store from a loop.
+// The one rule: everything a connection owns (its conn state, its timer,
+// its loop's hub.Loop) is touched only on that connection's event-loop
+// goroutine. Other goroutines (the hub's, the store workers) reach a loop
+// with loop.Execute, and a loop never calls the store.
+//
+// A trigger, from request to socket: OnTraffic → loop.serve (parse) →
+// loop.route → loop.trigger (auth, build a hub.Publication) → Hub.Publish →
+// the hub's appender (store.Append) → Publication.Done → loop.finish (the
+// HTTP answer). The hub's feed reader then reads the new events and each
+// loop's fan-out writes them to its streams (hub/feed.go, hub/loop.go).
+//
+// With mercure.enabled the Mercure protocol is served under
+// /.well-known/mercure (mercure.go, mercure_auth.go, mercure_subs.go) on
+// the same hub, store and ids.
 package engine
 
 import (
@@ -16,7 +27,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -25,20 +35,25 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/sseloop/sseloop/httpparse"
+	"github.com/sseloop/sseloop/hub"
 	"github.com/sseloop/sseloop/store"
 )
 
 // Engine is one sseloop server. Create it with New, start it with Run.
+// Its methods are safe for concurrent use.
 type Engine struct {
-	gnet.BuiltinEventEngine
-
 	cfg  Config
 	st   store.Store
+	hub  *hub.Hub
 	log  *slog.Logger
 	m    *engineMetrics
 	lim  httpparse.Limits
 	auth *authenticator
 	cors *corsPolicy
+	src  *sources
+
+	merc  *mercureAuth // nil unless mercure.enabled
+	mcors *corsPolicy  // mercure.cors_origins
 
 	gnetEng gnet.Engine // set in OnBoot
 	addr    atomic.Pointer[net.TCPAddr]
@@ -46,19 +61,15 @@ type Engine struct {
 
 	loopsMu sync.Mutex
 	loopMap map[gnet.EventLoop]*loop
-	loops   atomic.Pointer[[]*loop] // copy-on-write snapshot for the ticker
-
-	interest interest
-	wake     chan struct{} // a local trigger wakes the ticker
-	deferred atomic.Bool   // the ticker skipped a read because loops were busy
-
-	appendQ chan *appendJob
-	fetchQ  chan *appendJob // jobs whose pokes a data source fills
-
-	httpClient *http.Client // data sources
-	workQ      chan func(context.Context)
 
 	stopping atomic.Bool
+}
+
+// handler is the gnet event handler. It is a separate type so that the
+// loop-only callbacks are not methods of the public Engine.
+type handler struct {
+	gnet.BuiltinEventEngine
+	e *Engine
 }
 
 // New checks cfg, fills in defaults and returns an engine that serves
@@ -88,29 +99,40 @@ func New(cfg Config, st store.Store) (*Engine, error) {
 		m:       newEngineMetrics(),
 		ready:   make(chan struct{}),
 		loopMap: make(map[gnet.EventLoop]*loop),
-		wake:    make(chan struct{}, 1),
-		appendQ: make(chan *appendJob, appendQueueLen),
-		fetchQ:  make(chan *appendJob, appendQueueLen),
-		httpClient: &http.Client{Transport: &http.Transport{
-			MaxIdleConnsPerHost: sourceWorkers,
-			IdleConnTimeout:     90 * time.Second,
-		}},
-		workQ: make(chan func(context.Context), workQueueLen),
 		lim: httpparse.Limits{
 			MaxHeadBytes: cfg.Limits.MaxHeadBytes,
 			MaxHeaders:   cfg.Limits.MaxHeaders,
 			MaxURIBytes:  cfg.Limits.MaxURIBytes,
 		},
 	}
-	e.interest.m = make(map[string]int32)
-	// Distinct keys with a subscriber anywhere in this process.
-	e.m.set.NewGauge("sseloop_keys_active", func() float64 { return float64(e.interest.len()) })
+	hcfg := hub.Config{
+		Tick:             cfg.Tick,
+		Poll:             cfg.Poll,
+		Heartbeat:        cfg.Heartbeat,
+		MaxOutboundBytes: cfg.Limits.MaxOutboundBytes,
+		Workers:          workers,
+		QueueLen:         queueLen,
+		Fetchers:         sourceWorkers,
+		DirectPoll:       cfg.DirectPoll,
+		Logger:           cfg.Logger,
+		Metrics:          e.m.set,
+	}
+	if len(cfg.Sources) > 0 {
+		e.src = newSources(cfg.Sources, cfg.Limits.MaxBodyBytes, e.m, e.log)
+		hcfg.Fill = e.src
+	}
+	if cfg.Mercure.Enabled {
+		if err := e.initMercure(); err != nil {
+			return nil, err
+		}
+	}
 	// Records of the buntdb file that failed their checksum since open.
 	if c, ok := st.(interface{ CorruptRecords() uint64 }); ok {
 		e.m.set.NewGauge("sseloop_store_corrupt_records", func() float64 { return float64(c.CorruptRecords()) })
 	}
-	empty := []*loop{}
-	e.loops.Store(&empty)
+	if e.hub, err = hub.New(hcfg, st); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -124,35 +146,24 @@ func (e *Engine) Ready() <-chan struct{} { return e.ready }
 func (e *Engine) Addr() *net.TCPAddr { return e.addr.Load() }
 
 const (
-	appendQueueLen = 4096 // triggers waiting for the appender; beyond it: 503
-	workQueueLen   = 4096 // replays, readiness checks, metrics; beyond it: 503
-	workers        = 4    // goroutines serving workQ (store reads)
-	stopTimeout    = 5 * time.Second
+	queueLen    = 4096 // triggers waiting for the appender, and jobs for the workers; beyond it: 503
+	workers     = 4    // goroutines serving store reads (replays, readiness, metrics, slow JWT checks)
+	stopTimeout = 5 * time.Second
 )
 
 // Run serves until ctx is cancelled, then stops accepting, closes every
 // connection and returns nil. It returns an error if the engine cannot start
 // (for example the address is in use). Run may be called once.
 func (e *Engine) Run(ctx context.Context) error {
-	last, err := e.st.LastID(ctx)
-	if err != nil {
+	if _, err := e.st.LastID(ctx); err != nil {
 		return fmt.Errorf("engine: read last event id: %w", err)
 	}
-	wctx, cancelWorkers := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(3 + workers + sourceWorkers)
-	go func() { defer wg.Done(); e.runTicker(wctx, last) }()
-	go func() { defer wg.Done(); e.runAppender(wctx) }()
-	go func() { defer wg.Done(); e.runDirect(wctx) }()
-	for range sourceWorkers {
-		go func() { defer wg.Done(); e.runFetcher(wctx) }()
-	}
-	for range workers {
-		go func() { defer wg.Done(); e.runWorker(wctx) }()
-	}
+	hctx, cancelHub := context.WithCancel(context.Background())
+	hubDone := make(chan error, 1)
+	go func() { hubDone <- e.hub.Run(hctx) }()
 	defer func() {
-		cancelWorkers()
-		wg.Wait()
+		cancelHub()
+		<-hubDone
 	}()
 
 	addr, err := e.listenAddr()
@@ -170,7 +181,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		// gnet v2.9.7 stops the whole engine when accept fails with EMFILE.
 		// Accepting on the loop runs OnOpen at once, so at most one refused
 		// connection per loop holds a descriptor (fdPerLoop).
-		errc <- gnet.Run(e, "tcp://"+addr,
+		errc <- gnet.Run(&handler{e: e}, "tcp://"+addr,
 			gnet.WithNumEventLoop(loops),
 			gnet.WithReusePort(true),
 			gnet.WithReuseAddr(true),
@@ -238,7 +249,8 @@ func (e *Engine) numLoops() int {
 }
 
 // OnBoot records the engine handle and the bound address.
-func (e *Engine) OnBoot(eng gnet.Engine) gnet.Action {
+func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
+	e := h.e
 	e.gnetEng = eng
 	fd, err := eng.Dup()
 	if err == nil {
@@ -279,13 +291,12 @@ func (e *Engine) loopFor(el gnet.EventLoop) *loop {
 	}
 	l := newLoop(e, el)
 	e.loopMap[el] = l
-	next := append(append([]*loop(nil), *e.loops.Load()...), l)
-	e.loops.Store(&next)
 	return l
 }
 
 // OnOpen admits a connection, or answers 503 when the server is full.
-func (e *Engine) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	e := h.e
 	if e.m.conns.Add(1) > int64(e.cfg.Limits.MaxConns) || e.stopping.Load() {
 		e.m.conns.Add(-1)
 		e.m.httpError(503)
@@ -297,21 +308,25 @@ func (e *Engine) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	}
 	e.m.accepted.Inc()
 	l := e.loopFor(gc.EventLoop())
-	c := &conn{gc: gc, l: l}
-	c.fire = c.onTimer
+	c := &conn{}
+	c.Init(gc, l.hl, c.onTimer, e.cfg.Limits.IdleTimeout)
 	gc.SetContext(c)
-	l.armIdle(c)
 	return nil, gnet.None
 }
 
 // OnClose drops the connection from its subscriber sets and timer wheel.
-func (e *Engine) OnClose(gc gnet.Conn, err error) gnet.Action {
+func (h *handler) OnClose(gc gnet.Conn, err error) gnet.Action {
+	e := h.e
 	c, ok := gc.Context().(*conn)
 	if !ok {
 		return gnet.None
 	}
-	c.l.drop(c)
+	c.Loop().Leave(&c.Stream)
+	c.phase = phaseClosed
 	reason := c.closeReason.String()
+	if r := c.Reason(); r != hub.ReasonNone {
+		reason = r.String()
+	}
 	if reason == "" {
 		reason = "client"
 		if err != nil && !isPeerGone(err) {
@@ -324,12 +339,12 @@ func (e *Engine) OnClose(gc gnet.Conn, err error) gnet.Action {
 }
 
 // OnTraffic serves the bytes that arrived on a connection.
-func (e *Engine) OnTraffic(gc gnet.Conn) gnet.Action {
+func (h *handler) OnTraffic(gc gnet.Conn) gnet.Action {
 	c, ok := gc.Context().(*conn)
 	if !ok {
 		return gnet.Close
 	}
-	if c.l.serve(c) {
+	if c.l().serve(c) {
 		return gnet.Close
 	}
 	return gnet.None

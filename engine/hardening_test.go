@@ -125,6 +125,7 @@ func TestMaxConnsAnswers503AndKeepsOthers(t *testing.T) {
 // nothing hidden in a body is ever executed as a request.
 func TestSmugglingAttemptsRejectedEndToEnd(t *testing.T) {
 	s := startServer(t, nil)
+	before, _ := s.st.LastID(t.Context()) // ids start at the clock, not at 1
 	watcher := openSSE(t, s.addr, "/events?key=victim")
 	hidden := "GET /events?key=victim HTTP/1.1\r\nHost: x\r\n\r\n"
 	tests := []struct {
@@ -159,7 +160,7 @@ func TestSmugglingAttemptsRejectedEndToEnd(t *testing.T) {
 			}
 		})
 	}
-	if last, _ := s.st.LastID(t.Context()); last != 0 {
+	if last, _ := s.st.LastID(t.Context()); last != before {
 		t.Fatalf("a smuggling attempt stored an event (last id %d)", last)
 	}
 	// A chunked trigger is decoded, not refused (411 is never needed).
@@ -209,7 +210,7 @@ func TestSlowSubscriberEvictedMemoryBoundedOthersGetEverything(t *testing.T) {
 	for range readers {
 		fast = append(fast, openSSE(t, s.addr, "/events?key=big"))
 	}
-	waitFor(t, "4 subscribers", func() bool { return s.e.m.subs.Load() == readers+1 })
+	waitFor(t, "4 subscribers", func() bool { return s.e.hub.Streams() == readers+1 })
 
 	var before runtime.MemStats
 	runtime.GC()
@@ -238,8 +239,8 @@ func TestSlowSubscriberEvictedMemoryBoundedOthersGetEverything(t *testing.T) {
 			peak = max(peak, ms.HeapInuse)
 		}
 	}
-	if s.e.m.slowEvicted.Get() != 1 {
-		t.Fatalf("slow consumers evicted: %d, want 1", s.e.m.slowEvicted.Get())
+	if n := metricValue(t, s, "sseloop_slow_consumers_evicted_total"); n != 1 {
+		t.Fatalf("slow consumers evicted: %v, want 1", n)
 	}
 	// The slow client sees its stream end (after what the kernel buffered).
 	_ = slow.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -309,12 +310,36 @@ func TestNoLeakAfterHostileClients(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	// A subscriber that never reads gets evicted too.
-	stalled := openSSE(t, s.addr, "/events?key=open")
-	for range 8 {
+	// A subscriber that never reads (with a tiny receive buffer, so the
+	// kernel cannot absorb what it is sent) is evicted by the server: its
+	// stream ends without the client closing it.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
+	stalled, err := d.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	if _, err := io.WriteString(stalled, "GET /events?key=open HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stalled stream", func() bool { return s.e.hub.Streams() == 1 })
+	evictedBefore := metricValue(t, s, "sseloop_slow_consumers_evicted_total")
+	// The server's socket send buffer absorbs a few MiB before the
+	// connection's own outbound buffer grows: publish until the eviction.
+	for i := 0; metricValue(t, s, "sseloop_slow_consumers_evicted_total") == evictedBefore; i++ {
+		if i == 1024 {
+			t.Fatal("32 MiB published and the stalled subscriber was not evicted")
+		}
 		s.trigger(t, "open", "", strings.Repeat("y", 32<<10))
 	}
-	stalled.conn.Close()
+	_ = stalled.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, stalled); err != nil && !isPeerGone(err) {
+		t.Fatalf("stalled subscriber's stream did not end: %v", err)
+	}
 
 	http.DefaultClient.CloseIdleConnections()
 	waitFor(t, "no connections after the hostile clients", func() bool { return s.e.m.conns.Load() == 0 })
@@ -333,8 +358,8 @@ func TestNoLeakAfterHostileClients(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if s.e.m.subs.Load() != 0 || metricValue(t, s, "sseloop_keys_active") != 0 {
-		t.Fatalf("subscriptions %d, active keys %v after everyone left", s.e.m.subs.Load(), metricValue(t, s, "sseloop_keys_active"))
+	if s.e.hub.Streams() != 0 || metricValue(t, s, "sseloop_keys_active") != 0 {
+		t.Fatalf("subscriptions %d, active keys %v after everyone left", s.e.hub.Streams(), metricValue(t, s, "sseloop_keys_active"))
 	}
 	if got := metricValue(t, s, "sseloop_connections"); got != 0 {
 		t.Fatalf("sseloop_connections = %v after everyone left", got)

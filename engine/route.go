@@ -6,7 +6,7 @@ import (
 	"strconv"
 
 	"github.com/sseloop/sseloop/httpparse"
-	"github.com/sseloop/sseloop/store"
+	"github.com/sseloop/sseloop/hub"
 )
 
 // MaxKeyBytes is the longest subscription key accepted.
@@ -34,6 +34,9 @@ func (l *loop) route(c *conn, req *httpparse.Request, body []byte) (keep bool) {
 			return l.methodNotAllowed(c, "POST, OPTIONS")
 		}
 		return l.trigger(c, req, body)
+	case l.e.merc != nil && hasPrefix(path, mercurePath) &&
+		(len(path) == len(mercurePath) || path[len(mercurePath)] == '/'):
+		return l.mercureRoute(c, req, body)
 	case string(path) == "/":
 		if !get {
 			return l.methodNotAllowed(c, "GET")
@@ -48,12 +51,10 @@ func (l *loop) route(c *conn, req *httpparse.Request, body []byte) (keep bool) {
 		if !get && string(req.Method) != "HEAD" {
 			return l.methodNotAllowed(c, "GET, HEAD")
 		}
-		resp := appendResponse(l.out[:0], 200, "text/plain; charset=utf-8", []byte("ok\n"), req.KeepAlive, req.ProtoMinor == 0)
-		if string(req.Method) == "HEAD" {
-			resp = resp[:len(resp)-len("ok\n")]
-		}
-		l.out = resp
-		l.write(c, resp)
+		r := response{status: 200, ctype: textPlain, body: []byte("ok\n"), keepAlive: req.KeepAlive,
+			http10: req.ProtoMinor == 0, omitBody: string(req.Method) == "HEAD"}
+		l.out = r.appendTo(l.out[:0])
+		l.write(c, l.out)
 		return req.KeepAlive
 	case string(path) == "/readyz":
 		if !get {
@@ -63,19 +64,21 @@ func (l *loop) route(c *conn, req *httpparse.Request, body []byte) (keep bool) {
 		return l.async(c, func(ctx context.Context) ([]byte, bool) {
 			if err := l.e.st.Ping(ctx); err != nil {
 				l.e.log.Warn("readyz: store not reachable", "err", err)
-				return appendResponse(nil, 503, "text/plain; charset=utf-8", []byte("store unavailable\n"), ka, h10), ka
+				return appendResponse(nil, 503, textPlain, []byte("store unavailable\n"), ka, h10), ka
 			}
-			return appendResponse(nil, 200, "text/plain; charset=utf-8", []byte("ready\n"), ka, h10), ka
+			return appendResponse(nil, 200, textPlain, []byte("ready\n"), ka, h10), ka
 		})
-	case string(path) == "/metrics":
-		if !get {
-			return l.methodNotAllowed(c, "GET")
+	case string(path) == "/metrics" && !l.e.cfg.NoPublicMetrics:
+		head := string(req.Method) == "HEAD"
+		if !get && !head {
+			return l.methodNotAllowed(c, "GET, HEAD")
 		}
 		ka, h10 := req.KeepAlive, req.ProtoMinor == 0
 		return l.async(c, func(context.Context) ([]byte, bool) {
 			var b bytes.Buffer
 			l.e.m.write(&b)
-			return appendResponse(nil, 200, "text/plain; version=0.0.4; charset=utf-8", b.Bytes(), ka, h10), ka
+			r := response{status: 200, ctype: metricsContentType, body: b.Bytes(), keepAlive: ka, http10: h10, omitBody: head}
+			return r.appendTo(nil), ka
 		})
 	}
 	l.e.m.httpError(404)
@@ -86,9 +89,7 @@ func (l *loop) route(c *conn, req *httpparse.Request, body []byte) (keep bool) {
 
 func (l *loop) methodNotAllowed(c *conn, allow string) bool {
 	l.e.m.httpError(405)
-	l.out = append(l.out[:0], "HTTP/1.1 405 Method Not Allowed\r\nAllow: "...)
-	l.out = append(l.out, allow...)
-	l.out = append(l.out, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 19\r\nConnection: close\r\n\r\nmethod not allowed\n"...)
+	l.out = appendError(l.out[:0], 405, "Allow: "+allow+"\r\n", errorBodies[405])
 	l.write(c, l.out)
 	c.phase, c.closeReason = phaseClosing, reasonBadRequest
 	return false
@@ -106,7 +107,7 @@ func (l *loop) preflight(c *conn, req *httpparse.Request, methods string) bool {
 func (l *loop) authError(c *conn, status int, tokenSent bool, cors string, why string) bool {
 	l.e.m.authFail.Inc()
 	l.e.m.httpError(status)
-	l.e.log.Debug("auth failed", "remote", c.gc.RemoteAddr(), "status", status, "why", why)
+	l.e.log.Debug("auth failed", "remote", c.gc().RemoteAddr(), "status", status, "why", why)
 	h := cors
 	if status == 401 {
 		if tokenSent {
@@ -115,7 +116,7 @@ func (l *loop) authError(c *conn, status int, tokenSent bool, cors string, why s
 			h = `WWW-Authenticate: Bearer realm="sseloop"` + "\r\n" + cors
 		}
 	}
-	l.out = appendResponseH(l.out[:0], status, "text/plain; charset=utf-8", h, []byte(errorBodies[status]), false, false)
+	l.out = appendError(l.out[:0], status, h, errorBodies[status])
 	l.write(c, l.out)
 	c.phase, c.closeReason = phaseClosing, reasonUnauthorized
 	return false
@@ -134,7 +135,7 @@ func (l *loop) verifyThen(c *conn, tok []byte, then func(*tokenClaims, error) (k
 	ts := string(tok)
 	job := func(context.Context) {
 		cl, err := a.verify(ts)
-		l.execute(func() {
+		l.Execute(func() {
 			if c.phase != phaseBusy {
 				return // closed meanwhile
 			}
@@ -143,7 +144,7 @@ func (l *loop) verifyThen(c *conn, tok []byte, then func(*tokenClaims, error) (k
 			l.resume(c, keep)
 		})
 	}
-	return submit(l, c, l.e.workQ, job)
+	return l.submit(c, l.e.hub.Go(job))
 }
 
 // async runs fn on a store worker and writes the response it returns on the
@@ -152,9 +153,9 @@ func (l *loop) verifyThen(c *conn, tok []byte, then func(*tokenClaims, error) (k
 func (l *loop) async(c *conn, fn func(context.Context) ([]byte, bool)) bool {
 	job := func(ctx context.Context) {
 		resp, keep := fn(ctx)
-		l.execute(func() { l.finish(c, resp, keep) })
+		l.Execute(func() { l.finish(c, resp, keep) })
 	}
-	return submit(l, c, l.e.workQ, job)
+	return l.submit(c, l.e.hub.Go(job))
 }
 
 // validKey reports whether k is a usable subscription key: 1 to MaxKeyBytes
@@ -275,28 +276,15 @@ func (l *loop) subscribe(c *conn, req *httpparse.Request) bool {
 // openStream turns c into an event stream of keys (distinct and valid) that
 // closes at exp (unix seconds, 0 = never), with cors header lines.
 func (l *loop) openStream(c *conn, keys [][]byte, lastID uint64, haveLast bool, exp uint32, cors string) bool {
-	// Join before the head is written: a client that sees the head may
-	// trigger at once, and that event must find this stream.
 	c.phase = phaseStream
-	c.lastID = lastID
-	c.expires = exp
-	l.join(c, keys)
-	l.armStream(c, l.e.cfg.Heartbeat)
-	l.out = append(l.out[:0], "HTTP/1.1 200 OK\r\n"...)
-	l.out = append(l.out, cors...)
-	l.out = append(l.out, streamHead...)
+	r := response{status: 200, ctype: "text/event-stream", extra: cors, stream: true}
+	l.out = r.appendTo(l.out[:0])
+	l.out = append(l.out, "retry: "...)
 	l.out = strconv.AppendInt(l.out, l.e.cfg.Retry.Milliseconds(), 10)
 	l.out = append(l.out, "\n\n"...)
-	l.write(c, l.out)
-	if haveLast {
-		// "0" is a real position: the client has seen nothing yet and wants
-		// the whole retained history.
-		ks := make([]string, len(keys))
-		for i, k := range keys {
-			ks[i] = string(k)
-		}
-		l.startReplay(c, ks, lastID)
-	}
+	// With haveLast, "0" is a real position: the client has seen nothing
+	// yet and wants the whole retained history.
+	l.hl.Open(&c.Stream, hub.Subscription{Keys: keys, Head: l.out, Resume: haveLast, LastID: lastID, Expires: exp})
 	return true
 }
 
@@ -309,91 +297,13 @@ func parseID(b []byte) (uint64, bool) {
 	return id, err == nil
 }
 
-// streamHead follows the status line and any CORS lines of a stream.
-var streamHead = []byte("Content-Type: text/event-stream\r\n" +
-	"Cache-Control: no-cache\r\n" +
-	"Connection: keep-alive\r\n" +
-	"X-Accel-Buffering: no\r\n" +
-	"\r\n" +
-	"retry: ")
-
-// trigger publishes the event(s) of a POST /trigger request.
-func (l *loop) trigger(c *conn, req *httpparse.Request, body []byte) bool {
-	job := &appendJob{l: l, c: c, keepAlive: req.KeepAlive, http10: req.ProtoMinor == 0,
-		cors: l.e.cors.headers(req.Header("Origin"))}
-	if rest := req.Path[len("/trigger"):]; len(rest) > 1 {
-		key, err := httpparse.AppendUnescape(nil, rest[1:], false)
-		if err != nil || !validKey(key) {
-			return l.badRequest(c, 400, "invalid key")
-		}
-		ev := store.Event{Key: string(key), Data: bytes.Clone(body)}
-		for q := req.Query; len(q) > 0; {
-			var name, value []byte
-			name, value, q = httpparse.NextQuery(q)
-			if string(name) == "event" {
-				n, err := httpparse.AppendUnescape(nil, value, true)
-				if err != nil || !validEventName(n) {
-					return l.badRequest(c, 400, "invalid event name")
-				}
-				ev.Name = string(n)
-			}
-		}
-		job.evs = []store.Event{ev}
-	} else {
-		if len(body) == 0 {
-			return l.badRequest(c, 400, "missing body")
-		}
-		job.raw = bytes.Clone(body)
-	}
-
-	// Publisher auth: a static key allows every key; a JWT allows the keys
-	// its sseloop.publish patterns cover (a batch is checked once parsed,
-	// in the appender); with neither configured only loopback may publish.
-	a := l.e.auth
-	tok, present := bearer(req)
-	switch {
-	case !a.publishAuthConfigured():
-		if !isLoopback(c.gc.RemoteAddr()) {
-			return l.authError(c, 403, false, job.cors, "no publisher auth configured and client is not loopback")
-		}
-		return l.enqueue(c, job)
-	case len(tok) == 0:
-		return l.authError(c, 401, present, job.cors, "no publisher credentials")
-	case a.staticPublisher(tok):
-		return l.enqueue(c, job)
-	case !a.jwtEnabled():
-		return l.authError(c, 401, true, job.cors, "unknown publish key")
-	}
-	return l.verifyThen(c, tok, func(cl *tokenClaims, err error) bool {
-		if err != nil {
-			return l.authError(c, 401, true, job.cors, err.Error())
-		}
-		job.publish = cl.publish()
-		if job.evs != nil && !matchAny(job.publish, job.evs[0].Key) {
-			return l.authError(c, 403, true, job.cors, "token does not cover the key")
-		}
-		job.checkKeys = true
-		return l.enqueue(c, job)
-	})
-}
-
-// enqueue hands a trigger to the appender; c is busy until it answers.
-func (l *loop) enqueue(c *conn, job *appendJob) bool {
-	q := l.e.appendQ
-	if l.e.needsFetch(job) {
-		q = l.e.fetchQ // a data source fills its pokes first
-	}
-	return submit(l, c, q, job)
-}
-
-// submit queues job for a worker goroutine and marks c busy until the answer
-// comes back, or answers 503 when the queue is full (never blocks the loop).
-func submit[T any](l *loop, c *conn, q chan T, job T) bool {
-	select {
-	case q <- job:
-		c.phase = phaseBusy
-		return true
-	default:
+// submit marks c busy until the answer of the job just queued comes back,
+// or, when the queue was full (queued is false), answers 503: the loop
+// never blocks on a queue.
+func (l *loop) submit(c *conn, queued bool) bool {
+	if !queued {
 		return l.badRequest(c, 503, "server busy")
 	}
+	c.phase = phaseBusy
+	return true
 }

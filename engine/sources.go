@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -15,7 +16,7 @@ import (
 
 // Source is the classic recipe's "data callback", run once per change
 // instead of once per subscriber: when a key matching Pattern is poked
-// (a trigger with an empty body, or a direct write of its Redis marker),
+// (a trigger with an empty body, or an app write of its watched Redis key),
 // sseloop fetches URL once and the response body becomes the event's data
 // for every subscriber. If the fetch fails, subscribers get the plain poke
 // and sseloop_source_errors_total counts it.
@@ -55,84 +56,56 @@ func checkSources(srcs []Source) error {
 	return nil
 }
 
+// sources fetches the data of pokes (hub.Filler).
+type sources struct {
+	list    []Source
+	maxBody int
+	client  *http.Client
+	m       *engineMetrics
+	log     *slog.Logger
+}
+
+func newSources(list []Source, maxBody int, m *engineMetrics, log *slog.Logger) *sources {
+	return &sources{list: list, maxBody: maxBody, m: m, log: log,
+		client: &http.Client{Transport: &http.Transport{
+			MaxIdleConnsPerHost: sourceWorkers,
+			IdleConnTimeout:     90 * time.Second,
+		}}}
+}
+
 // sourceFor returns the first source whose pattern matches key, or nil.
-func (e *Engine) sourceFor(key string) *Source {
-	for i := range e.cfg.Sources {
-		if match(e.cfg.Sources[i].Pattern, key) {
-			return &e.cfg.Sources[i]
+func (s *sources) sourceFor(key string) *Source {
+	for i := range s.list {
+		if match(s.list[i].Pattern, key) {
+			return &s.list[i]
 		}
 	}
 	return nil
 }
 
-// needsFetch reports whether a job must pass through the fetchers first:
-// it has a poke of a key with a source, or it is a batch (unknown until
-// parsed).
-func (e *Engine) needsFetch(j *appendJob) bool {
-	if len(e.cfg.Sources) == 0 {
-		return false
-	}
-	if j.raw != nil {
-		return true
-	}
-	for i := range j.evs {
-		if len(j.evs[i].Data) == 0 && e.sourceFor(j.evs[i].Key) != nil {
-			return true
-		}
-	}
-	return false
-}
+// Wants reports whether a poke of key has a source.
+func (s *sources) Wants(key string) bool { return s.sourceFor(key) != nil }
 
-// runFetcher fills the pokes of queued jobs with their sources' data, then
-// hands the jobs to the appender.
-func (e *Engine) runFetcher(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case j := <-e.fetchQ:
-			e.fill(ctx, j)
-			select {
-			case e.appendQ <- j:
-			case <-ctx.Done():
-				return
-			}
-		}
+// Fill fetches the data of poke ev from its source. On failure the plain
+// poke goes out and sseloop_source_errors_total counts it.
+func (s *sources) Fill(ctx context.Context, ev *store.Event) error {
+	src := s.sourceFor(ev.Key)
+	if src == nil {
+		return nil
 	}
-}
-
-// fill fetches the data of every poke in j whose key has a source. A batch
-// is parsed first; a parse error is left for the appender to answer.
-func (e *Engine) fill(ctx context.Context, j *appendJob) {
-	if j.raw != nil {
-		evs, err := e.parseBatch(j.raw)
-		if err != nil {
-			return
-		}
-		j.evs, j.raw, j.batch = evs, nil, true
+	data, err := s.fetch(ctx, src, ev.Key)
+	if err != nil {
+		s.m.sourceErr.Inc()
+		s.log.Warn("data source failed; sending the plain poke", "key", ev.Key, "err", err)
+		return err
 	}
-	for i := range j.evs {
-		ev := &j.evs[i]
-		if len(ev.Data) != 0 {
-			continue
-		}
-		src := e.sourceFor(ev.Key)
-		if src == nil {
-			continue
-		}
-		data, err := e.fetch(ctx, src, ev.Key)
-		if err != nil {
-			e.m.sourceErr.Inc()
-			e.log.Warn("data source failed; sending the plain poke", "key", ev.Key, "err", err)
-			continue
-		}
-		e.m.sourceFetch.Inc()
-		ev.Data = data
-	}
+	s.m.sourceFetch.Inc()
+	ev.Data = data
+	return nil
 }
 
 // fetch GETs the source's URL for key and returns the body.
-func (e *Engine) fetch(ctx context.Context, src *Source, key string) ([]byte, error) {
+func (s *sources) fetch(ctx context.Context, src *Source, key string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, src.Timeout)
 	defer cancel()
 	u := strings.ReplaceAll(src.URL, "{key}", url.PathEscape(key))
@@ -144,7 +117,7 @@ func (e *Engine) fetch(ctx context.Context, src *Source, key string) ([]byte, er
 		req.Header.Set(k, v)
 	}
 	req.Header.Set("X-Sseloop-Key", key)
-	resp, err := e.httpClient.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -152,27 +125,12 @@ func (e *Engine) fetch(ctx context.Context, src *Source, key string) ([]byte, er
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return nil, fmt.Errorf("status %d", resp.StatusCode)
 	}
-	max := e.cfg.Limits.MaxBodyBytes
-	data, err := io.ReadAll(io.LimitReader(resp.Body, int64(max)+1))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, int64(s.maxBody)+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > max {
+	if len(data) > s.maxBody {
 		return nil, errors.New("response larger than limits.max_body_bytes")
 	}
 	return data, nil
-}
-
-// publishInternal appends events that no client waits for (direct pokes),
-// through the fetchers when a source applies.
-func (e *Engine) publishInternal(ctx context.Context, evs []store.Event) {
-	j := &appendJob{evs: evs}
-	q := e.appendQ
-	if e.needsFetch(j) {
-		q = e.fetchQ
-	}
-	select {
-	case q <- j:
-	case <-ctx.Done():
-	}
 }

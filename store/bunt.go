@@ -33,14 +33,21 @@ import (
 //	                           id 8 bytes big-endian so key order is id order.
 //	                           Value: uvarint(len key) key uvarint(len name)
 //	                           name varint(time ms) data.
-//	k<uvarint(len)><key><id:8> the per-key index, value empty. Replay scans the
-//	                           range of one key and reads the events from the
-//	                           log. The length prefix keeps "a" out of the range
-//	                           of "a:b" (see appendIndexPrefix).
-//	m<key>                     per-key metadata: uvarint(count) uvarint(dropped),
-//	                           updated in the transaction that adds or removes
-//	                           the key's events. It exists only while the key
-//	                           has events, so metadata never outgrows the data.
+//	k<uvarint(len)><key><id:8> the per-key index, value uvarint(prev): the id
+//	                           of the key's event before this one (empty in
+//	                           older files). Replay scans the range of one key
+//	                           and reads the events from the log. The length
+//	                           prefix keeps "a" out of the range of "a:b" (see
+//	                           appendIndexPrefix). Events go oldest first, so
+//	                           the prev of the oldest retained entry is a
+//	                           dropped event: Retention needs no other record
+//	                           of it, which keeps a gap reported even when a
+//	                           crash lost the metadata update of a trim.
+//	m<key>                     per-key metadata: uvarint(count) uvarint(dropped)
+//	                           uvarint(newest id), updated in the transaction
+//	                           that adds or removes the key's events. It
+//	                           exists only while the key has events, so
+//	                           metadata never outgrows the data.
 //	n:floor                    uvarint(floor): what Retention reports as
 //	                           Dropped for a key without metadata (all its
 //	                           events swept, or it never had any), and where a
@@ -54,11 +61,30 @@ import (
 //	                           holds both. Ids never go backwards, even after
 //	                           everything expired and a restart.
 //	n:clean                    present only from a clean Close to the next open.
+//	n:sync                     the SyncPolicy of the current open ("always",
+//	                           ...), written and fsynced at open: after a
+//	                           crash, repair knows whether acknowledged events
+//	                           can have been lost.
 //	n:crc                      present once every value of the file is sealed.
+//	p<pubID>                   uvarint(id): the newest retained event whose
+//	                           Event.PubID is pubID (see IDResolver), deleted
+//	                           with that event.
 //
-// Every value above except the empty ones (index entries, n:clean) is sealed:
-// a magic prefix and a CRC-32C of the record's key and body come first (see
-// Integrity).
+// Every value above except n:clean (empty) is sealed: a magic prefix and a
+// CRC-32C of the record's key and body come first (see Integrity).
+//
+//	n:epoch                    uvarint: Head.Epoch, the first id of the file's
+//	                           incarnation, written when the file is created
+//	                           (1 for files from before it existed).
+//
+// # Incarnations
+//
+// A memory store, and a new (or deleted, or emptied) file, is a new
+// incarnation: its Epoch is max(1, unix_ms*1000) at open (see the package
+// doc). A reopened file keeps its epoch and history, but every open starts
+// its ids at max(last+1, unix_ms*1000) and LastID at the id before: a file
+// restored from an older copy cannot hand out again ids that clients hold,
+// and a reader following from LastID sees no hole.
 //
 // # Retention
 //
@@ -84,11 +110,12 @@ import (
 // Every write transaction reaches the file as one write(2), but buntdb has no
 // record of where a transaction ends, so a crash can leave part of the last
 // one. A clean Close writes n:clean; opening a non-empty file without it
-// repairs the layout (index and metadata rebuilt from the log), raises every
-// key's dropped and the floor to the last id (a client that resumes from
-// before it is told about a possible gap), and skips uncleanIDSkip ids, so ids
-// that clients may have seen but that were lost with unsynced data are never
-// handed out again.
+// repairs the layout (index and metadata rebuilt from the log, see repair)
+// and skips uncleanIDSkip ids, so ids that clients may have seen but that
+// were lost with unsynced data are never handed out again. Under SyncAlways
+// nothing acknowledged can be lost, so repair raises no key's dropped except
+// where the file shows a loss; under the other policies the last second(s) of
+// events may be gone, so every key's dropped and the floor go to Epoch-1.
 //
 // # Integrity
 //
@@ -110,8 +137,11 @@ type Bunt struct {
 	// SyncAlways, durable). After checks it before taking any lock.
 	lastID atomic.Uint64
 
+	// epoch is Head.Epoch, fixed at open.
+	epoch uint64
+
 	// Guarded by buntdb's lock: written only in write transactions.
-	next     uint64 // last id handed out; a failed commit leaves a hole
+	next     uint64 // last id handed out (0: none yet); a failed commit leaves a hole
 	lastTime int64  // time of the newest event
 	floor    uint64 // see n:floor
 	buf      []byte // encoding buffer
@@ -123,7 +153,8 @@ type Bunt struct {
 	rmu     sync.RWMutex
 
 	fmu      sync.Mutex
-	syncf    *os.File    // our descriptor of the file, nil for memory or after Close
+	openFile func(path string) (syncFile, error)
+	syncf    syncFile    // our descriptor of the file, nil for memory or after Close
 	syncInfo os.FileInfo // identity of syncf, to notice buntdb's Shrink replacing the file
 	synced   uint64      // value of writes at the last fsync
 	writes   atomic.Uint64
@@ -165,9 +196,22 @@ const (
 
 // Compile-time checks.
 var (
-	_ Store   = (*Bunt)(nil)
-	_ Sweeper = (*Bunt)(nil)
+	_ Store      = (*Bunt)(nil)
+	_ Sweeper    = (*Bunt)(nil)
+	_ HeadReader = (*Bunt)(nil)
 )
+
+// syncFile is the part of an *os.File through which Bunt makes buntdb's
+// writes durable: buntdb writes each commit with one write(2) on its own
+// descriptor, Bunt fsyncs the same file through this one. Tests wrap it to
+// record the order of writes, fsyncs and returns.
+type syncFile interface {
+	Sync() error
+	Stat() (os.FileInfo, error)
+	Close() error
+}
+
+func openSyncFile(path string) (syncFile, error) { return os.OpenFile(path, os.O_RDWR, 0) }
 
 // OpenBunt opens a buntdb store: path ":memory:" (or "") keeps everything in
 // memory; anything else is a file, created if missing, with a lock file
@@ -177,6 +221,10 @@ var (
 // fails with ErrCorrupt naming the file and the offset, or with
 // Options.Repair is repaired.
 func OpenBunt(path string, opts Options) (*Bunt, error) {
+	return openBuntFile(path, opts, openSyncFile)
+}
+
+func openBuntFile(path string, opts Options, openFile func(string) (syncFile, error)) (*Bunt, error) {
 	o, err := opts.normalize()
 	if err != nil {
 		return nil, err
@@ -184,7 +232,7 @@ func OpenBunt(path string, opts Options) (*Bunt, error) {
 	if path == "" {
 		path = ":memory:"
 	}
-	b := &Bunt{opts: o, ttl: o.ttlMillis()}
+	b := &Bunt{opts: o, ttl: o.ttlMillis(), openFile: openFile}
 	if path != ":memory:" {
 		b.path = path
 		b.durable = o.Sync == SyncAlways
@@ -296,7 +344,7 @@ func (b *Bunt) init() error {
 		return b.wrap(err)
 	}
 	if b.path != "" {
-		f, err := os.OpenFile(b.path, os.O_RDWR, 0)
+		f, err := b.openFile(b.path)
 		if err != nil {
 			return fmt.Errorf("store: open %s: %w", b.path, err)
 		}
@@ -305,12 +353,18 @@ func (b *Bunt) init() error {
 			return fmt.Errorf("store: stat %s: %w", b.path, err)
 		}
 	}
-	empty, err := b.load()
+	err := b.load()
 	if err != nil {
 		return err
 	}
-	if b.path != "" && !empty {
+	if b.path != "" {
 		if err := b.db.Update(func(tx *buntdb.Tx) error {
+			if _, _, err := tx.Set(keyEpoch, encodeUvarint(keyEpoch, b.epoch), nil); err != nil {
+				return err
+			}
+			if _, _, err := tx.Set(keySync, sealString(keySync, []byte(b.opts.Sync.String())), nil); err != nil {
+				return err
+			}
 			_, err := tx.Delete(keyClean)
 			if errors.Is(err, buntdb.ErrNotFound) {
 				return nil
@@ -320,7 +374,8 @@ func (b *Bunt) init() error {
 			return b.wrap(err)
 		}
 		b.writes.Add(1)
-		// The next open must see the marker gone, or it would skip the repair.
+		// The next open must see the marker gone, or it would skip the
+		// repair, and must see this open's sync policy.
 		if err := b.syncFile(false); err != nil {
 			return err
 		}
@@ -385,7 +440,7 @@ func (b *Bunt) syncFile(onlyIfReplaced bool) error {
 		return fmt.Errorf("%w: %s: %w", ErrSync, b.path, err)
 	}
 	if !os.SameFile(fi, b.syncInfo) {
-		f, err := os.OpenFile(b.path, os.O_RDWR, 0)
+		f, err := b.openFile(b.path)
 		if err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrSync, b.path, err)
 		}
@@ -406,6 +461,13 @@ func (b *Bunt) syncFile(onlyIfReplaced bool) error {
 		b.synced = writes
 	}
 	return nil
+}
+
+func boolUint(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // syncDir makes a rename in dir durable.
@@ -469,6 +531,8 @@ type keyAppend struct {
 	n       int    // events of the key in the batch
 	seen    int    // events of the key assigned an id so far
 	dropped uint64 // highest id dropped at once (more than MaxEvents in the batch)
+	prev    uint64 // id of the key's event before the next one
+	m       keyMeta
 }
 
 // Append implements Store.
@@ -540,14 +604,26 @@ func (b *Bunt) appendTx(tx *buntdb.Tx, evs []Event) (uint64, error) {
 		k := find(evs[i].Key) // before indexing: find may grow ks
 		ks[k].n++
 	}
+	for i := range ks {
+		m, err := b.meta(tx, ks[i].key)
+		if err != nil {
+			return 0, err
+		}
+		ks[i].m, ks[i].prev = m, m.newest
+	}
 	maxEvents := b.opts.MaxEvents
 	id := b.next
+	if id+uint64(len(evs)) > MaxID {
+		return 0, fmt.Errorf("%w: last id %d", ErrIDSpace, id)
+	}
 	for i := range evs {
 		ev := &evs[i]
 		id++
 		ev.ID, ev.Time = id, t
 		ka := &ks[find(ev.Key)] // every key is in ks already
 		ka.seen++
+		prev := ka.prev
+		ka.prev = id
 		if ka.seen <= ka.n-maxEvents {
 			// More than MaxEvents of this key in one batch: the oldest would be
 			// trimmed by this very transaction, so they are not written at all.
@@ -560,16 +636,21 @@ func (b *Bunt) appendTx(tx *buntdb.Tx, evs []Event) (uint64, error) {
 		if _, _, err := tx.Set(lk, string(b.buf), nil); err != nil {
 			return 0, err
 		}
-		if _, _, err := tx.Set(indexKey(ev.Key, id), "", nil); err != nil {
+		ik := indexKey(ev.Key, id)
+		if _, _, err := tx.Set(ik, encodePrev(ik, prev), nil); err != nil {
 			return 0, err
+		}
+		if ev.PubID != "" {
+			pk := pubKeyBunt(ev.PubID)
+			if _, _, err := tx.Set(pk, encodeUvarint(pk, id), nil); err != nil {
+				return 0, err
+			}
 		}
 	}
 	for i := range ks {
 		ka := &ks[i]
-		m, err := b.meta(tx, ka.key)
-		if err != nil {
-			return 0, err
-		}
+		m := ka.m
+		m.newest = ka.prev
 		m.count += uint64(min(ka.n, maxEvents))
 		m.dropped = max(m.dropped, ka.dropped)
 		if m.count > uint64(maxEvents) {
@@ -612,6 +693,7 @@ func (b *Bunt) meta(tx *buntdb.Tx, key string) (keyMeta, error) {
 			return false
 		}
 		m.count++
+		m.newest = indexID(k)
 		return true
 	})
 	return m, err
@@ -634,6 +716,18 @@ func (b *Bunt) readMeta(mk, v string) (keyMeta, bool) {
 	}
 	b.damagedRead(mk, 0)
 	return keyMeta{}, false
+}
+
+// readPrev decodes the index entry k (its value v), and counts it as damaged
+// if it fails its checksum.
+func (b *Bunt) readPrev(k, v string) (uint64, bool) {
+	if body, ok := unseal(k, v); ok {
+		if prev, ok := decodePrev(body); ok {
+			return prev, true
+		}
+	}
+	b.damagedRead(k, 0)
+	return 0, false
 }
 
 // readEvent returns the body of the log record k (its value v) and its
@@ -702,7 +796,7 @@ func (b *Bunt) trim(tx *buntdb.Tx, key string, n int) (int, uint64, error) {
 		if err := deleteIfExists(tx, k); err != nil {
 			return 0, 0, err
 		}
-		if err := deleteIfExists(tx, logKey(id)); err != nil {
+		if err := deleteLog(tx, id); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -746,6 +840,9 @@ func (b *Bunt) After(ctx context.Context, afterID uint64, limit int) ([]Event, e
 	// Called every poll by every node: when nothing is new, one atomic load.
 	last := b.lastID.Load()
 	if afterID >= last || limit <= 0 {
+		if afterID > last {
+			return nil, fmt.Errorf("%w: after %d, last id %d", ErrCursorAhead, afterID, last)
+		}
 		return nil, nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -759,6 +856,11 @@ func (b *Bunt) After(ctx context.Context, afterID uint64, limit int) ([]Event, e
 	err := b.db.View(func(tx *buntdb.Tx) error {
 		return tx.AscendRange("", logKey(afterID+1), logEnd, func(k, v string) bool {
 			id, _ := logID(k)
+			if id > last {
+				// A later commit may be visible before its Append publishes
+				// lastID; a cursor must never pass LastID.
+				return false
+			}
 			body, r, ok := b.readEvent(k, v)
 			if !ok || r.time <= cutoff {
 				return true // damaged, or expired and the sweeper has not got here yet
@@ -802,7 +904,11 @@ func finish(evs []Event) []Event {
 	for i := range evs {
 		r, _ := decodeEvent(evs[i].Key)
 		evs[i].Key, strs = strs[:len(r.key)], strs[len(r.key):]
-		evs[i].Name, strs = strs[:len(r.name)], strs[len(r.name):]
+		var slot string
+		slot, strs = strs[:len(r.name)], strs[len(r.name):]
+		if !setNameSlot(&evs[i], slot) {
+			evs[i].Name = "" // damaged Mercure fields (records are checked elsewhere)
+		}
 		if len(r.data) > 0 {
 			start := len(data)
 			data = append(data, r.data...)
@@ -946,7 +1052,7 @@ func (b *Bunt) Retention(ctx context.Context, keys []string) ([]Retention, error
 			}
 			out[i].Dropped = max(m.dropped, lost)
 			prefix := indexPrefix(key)
-			err = tx.AscendGreaterOrEqual("", prefix, func(k, _ string) bool {
+			err = tx.AscendGreaterOrEqual("", prefix, func(k, v string) bool {
 				if !strings.HasPrefix(k, prefix) {
 					return false
 				}
@@ -956,6 +1062,13 @@ func (b *Bunt) Retention(ctx context.Context, keys []string) ([]Retention, error
 					return true
 				}
 				out[i].Oldest = id
+				// The key's event before the oldest retained one is gone. If
+				// the entry is damaged, that event is somewhere before it.
+				prev, ok := b.readPrev(k, v)
+				if !ok {
+					prev = id - 1
+				}
+				out[i].Dropped = max(out[i].Dropped, prev)
 				return false
 			})
 			if err != nil {
@@ -976,6 +1089,15 @@ func (b *Bunt) LastID(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 	return b.lastID.Load(), nil
+}
+
+// Head implements HeadReader. The epoch of a Bunt never changes while it is
+// open: its state cannot vanish under it.
+func (b *Bunt) Head(ctx context.Context) (Head, error) {
+	if err := b.check(ctx); err != nil {
+		return Head{}, err
+	}
+	return Head{Epoch: b.epoch, LastID: b.lastID.Load()}, nil
 }
 
 // Ping implements Store. It fails after an fsync failure, and while the
@@ -1068,7 +1190,7 @@ func (b *Bunt) sweepTx(tx *buntdb.Tx) (int, error) {
 	}
 	perKey := make(map[string]*keySweep)
 	for _, v := range victims {
-		if err := deleteIfExists(tx, logKey(v.id)); err != nil {
+		if err := deleteLog(tx, v.id); err != nil {
 			return 0, err
 		}
 		if err := deleteIfExists(tx, indexKey(v.key, v.id)); err != nil {

@@ -11,13 +11,22 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tidwall/buntdb"
 )
 
-// logTo returns testOptions logging to buf.
+// smallIDOptions are testOptions with a clock at the Unix epoch: ids start
+// at 1 (see idBase), so the tests below can name events by their ids.
+func smallIDOptions(sync SyncPolicy) Options {
+	opts := testOptions(sync)
+	opts.Now = (&fakeClock{t: time.UnixMilli(0)}).Now
+	return opts
+}
+
+// logTo returns smallIDOptions logging to buf.
 func logTo(buf *bytes.Buffer) Options {
-	opts := testOptions(SyncNever)
+	opts := smallIDOptions(SyncNever)
 	opts.Logger = slog.New(slog.NewTextHandler(buf, nil))
 	return opts
 }
@@ -26,7 +35,7 @@ func logTo(buf *bytes.Buffer) Options {
 // values are bare bodies, no n:crc) still opens, with every event; it is
 // sealed on the way, so the warning is logged once, not at every open.
 func TestBuntOpensFileWithoutChecksums(t *testing.T) {
-	now := testOptions(SyncNever).Now().UnixMilli()
+	now := smallIDOptions(SyncNever).Now().UnixMilli()
 	legacyMeta := func(count, dropped uint64) string {
 		return string(binary.AppendUvarint(binary.AppendUvarint(nil, count), dropped))
 	}
@@ -77,7 +86,7 @@ func TestBuntOpensFileWithoutChecksums(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := openBunt(t, writeCopy(t, data), testOptions(SyncNever))
+	b := openBunt(t, writeCopy(t, data), smallIDOptions(SyncNever))
 	if err := b.db.View(func(tx *buntdb.Tx) error {
 		return tx.Ascend("", func(k, v string) bool {
 			if k[0] != prefixIndex && k != keyClean && !isSealed(v) {
@@ -94,7 +103,7 @@ func TestBuntOpensFileWithoutChecksums(t *testing.T) {
 // offset of the record and the event; Repair keeps a copy, drops that event
 // only, and reports the gap for its key only.
 func TestBuntRepairDropsDamagedEvent(t *testing.T) {
-	opts := testOptions(SyncNever)
+	opts := smallIDOptions(SyncNever)
 	src := filepath.Join(t.TempDir(), "src.db")
 	b := openBunt(t, src, opts)
 	for i := range 20 {
@@ -227,7 +236,7 @@ func BenchmarkChecksum(b *testing.B) {
 // and metadata), so nothing left in the file shows the loss but a missing
 // id: every key reports a gap.
 func TestBuntRepairCutsDamagedFraming(t *testing.T) {
-	opts := testOptions(SyncNever)
+	opts := smallIDOptions(SyncNever)
 	src := filepath.Join(t.TempDir(), "src.db")
 	b := openBunt(t, src, opts)
 	for i := range 20 {
@@ -282,7 +291,7 @@ func TestBuntRepairCutsDamagedFraming(t *testing.T) {
 // refuses; repair drops the record and reports the gap for its key only
 // (the index entry left without its event names it), and no id is reused.
 func TestBuntDamagedIDIsNotASilentHole(t *testing.T) {
-	opts := testOptions(SyncNever)
+	opts := smallIDOptions(SyncNever)
 	src := filepath.Join(t.TempDir(), "src.db")
 	b := openBunt(t, src, opts)
 	for i := range 20 {

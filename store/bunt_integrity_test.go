@@ -70,13 +70,16 @@ func checkDelivery(t *testing.T, s store.Store, all []store.Event, mayVanish uin
 	if err != nil {
 		t.Fatalf("%s: After: %v", what, err)
 	}
+	byID := make(map[uint64]store.Event, len(all))
+	for _, w := range all {
+		byID[w.ID] = w
+	}
 	delivered := make(map[uint64]bool)
 	for _, g := range got {
-		i := int(g.ID) - 1
-		if i < 0 || i >= len(all) {
+		w, ok := byID[g.ID]
+		if !ok {
 			t.Fatalf("%s: delivered an event with unknown id %d: %+v", what, g.ID, g)
 		}
-		w := all[i]
 		if g.Key != w.Key || g.Name != w.Name || !bytes.Equal(g.Data, w.Data) || g.Time != w.Time {
 			t.Fatalf("%s: delivered event %d as %+v, published as %+v", what, g.ID, g, w)
 		}
@@ -120,7 +123,7 @@ func checkDelivery(t *testing.T, s store.Store, all []store.Event, mayVanish uin
 	if err := s.Append(bg, next); err != nil {
 		t.Fatalf("%s: Append: %v", what, err)
 	}
-	if next[0].ID <= uint64(len(all)) {
+	if next[0].ID <= all[len(all)-1].ID {
 		t.Fatalf("%s: new event got id %d, an id of the damaged file", what, next[0].ID)
 	}
 	return lost

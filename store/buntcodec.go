@@ -10,6 +10,7 @@ import (
 const (
 	prefixLog   = 'e'
 	prefixIndex = 'k'
+	prefixPub   = 'p' // PubID index: 'p' pubID -> uvarint(id), see IDResolver
 
 	logFirst = "e" // lowest possible log key
 	logEnd   = "f" // first key after the log
@@ -20,6 +21,8 @@ const (
 	keyLast  = "n:last"
 	keyFloor = "n:floor"
 	keyClean = "n:clean"
+	keySync  = "n:sync"
+	keyEpoch = "n:epoch"
 	keyCRC   = "n:crc" // present once every value of the file is sealed
 )
 
@@ -88,12 +91,14 @@ func metaKey(key string) string { return "m" + key }
 
 // # Checksums
 //
-// Every value sseloop decodes (log records, metadata, n:last, n:floor, n:crc)
-// is sealed: sealMagic, the CRC-32C (Castagnoli) of the record's buntdb key
+// Every value sseloop writes except n:clean (log records, index entries,
+// metadata, PubID index entries, n:last, n:floor, n:epoch, n:sync, n:crc) is
+// sealed: sealMagic, the CRC-32C (Castagnoli) of the record's buntdb key
 // followed by the body, 4 bytes big-endian, then the body. The key is covered
 // so that a damaged key (another id, another subscription key) fails the
-// check as surely as a damaged value. Index entries and n:clean have empty
-// values; load checks the index against the log instead.
+// check as surely as a damaged value. n:clean is empty; load also checks the
+// index against the log. The Mercure fields of an event (ext.go) live in its
+// log record's name slot, under the record's checksum.
 //
 // sealMagic is uvarint(2^28-1): no value written before checksums starts with
 // it (it would be a 256 MiB key length or count), and an older sseloop reads
@@ -152,8 +157,9 @@ func unseal(k, v string) (string, bool) {
 func appendEvent(dst []byte, ev *Event) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(ev.Key)))
 	dst = append(dst, ev.Key...)
-	dst = binary.AppendUvarint(dst, uint64(len(ev.Name)))
-	dst = append(dst, ev.Name...)
+	name := nameSlot(ev) // the name, or the name and the Mercure fields (ext.go)
+	dst = binary.AppendUvarint(dst, uint64(len(name)))
+	dst = append(dst, name...)
 	dst = binary.AppendVarint(dst, ev.Time)
 	return append(dst, ev.Data...)
 }
@@ -195,6 +201,7 @@ func cutString(v string) (s, rest string, ok bool) {
 type keyMeta struct {
 	count   uint64 // index entries of the key
 	dropped uint64 // highest id of the key removed by MaxEvents or TTL
+	newest  uint64 // id of the key's newest event (0 in files written before it existed)
 }
 
 // appendTo appends the value of the metadata record k (metaKey of the key).
@@ -205,19 +212,44 @@ func (m keyMeta) appendTo(dst []byte, k string) []byte {
 	dst = appendSealHeader(dst)
 	dst = binary.AppendUvarint(dst, m.count)
 	dst = binary.AppendUvarint(dst, m.dropped)
+	dst = binary.AppendUvarint(dst, m.newest)
 	sealValue(k, dst[start:])
 	return dst
 }
 
 func decodeMeta(v string) (m keyMeta, ok bool) {
-	var n int
+	var n, w int
 	if m.count, n = uvarintString(v); n <= 0 {
 		return m, false
 	}
-	if m.dropped, n = uvarintString(v[n:]); n <= 0 {
+	if m.dropped, w = uvarintString(v[n:]); w <= 0 {
+		return m, false
+	}
+	n += w
+	if n == len(v) {
+		return m, true // written before newest existed
+	}
+	if m.newest, w = uvarintString(v[n:]); w <= 0 || n+w != len(v) {
 		return m, false
 	}
 	return m, true
+}
+
+// encodePrev returns the value of the index entry k: prev, the id of the
+// key's event before this one, sealed.
+func encodePrev(k string, prev uint64) string {
+	var buf [binary.MaxVarintLen64]byte
+	return sealString(k, binary.AppendUvarint(buf[:0], prev))
+}
+
+// decodePrev decodes the body of an index entry's value: the id of the key's
+// event before this one (uvarint), or nothing (0: unknown, written before it
+// existed).
+func decodePrev(body string) (uint64, bool) {
+	if body == "" {
+		return 0, true
+	}
+	return decodeUvarint(body)
 }
 
 // encodeLast encodes the n:last record: the last id and the last time.
@@ -239,7 +271,8 @@ func decodeLast(v string) (id uint64, t int64, ok bool) {
 	return id, unzigzag(u), true
 }
 
-// encodeUvarint encodes x as the record k (n:floor).
+// encodeUvarint encodes x as the record k (n:floor, n:epoch, a PubID index
+// entry).
 func encodeUvarint(k string, x uint64) string {
 	var buf [binary.MaxVarintLen64]byte
 	return sealString(k, binary.AppendUvarint(buf[:0], x))

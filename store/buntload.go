@@ -24,10 +24,11 @@ import (
 // Options.Repair is set (see fixup). Records written before checksums are
 // accepted, logged once, and sealed.
 //
-// It reports whether the database was empty.
-func (b *Bunt) load() (empty bool, err error) {
+// It also sets the ids of this open (see Incarnations): the epoch, and
+// b.next to the id before the first one it hands out.
+func (b *Bunt) load() error {
 	s := loadScan{counts: make(map[string]uint64), metas: make(map[string]keyMeta)}
-	err = b.db.View(func(tx *buntdb.Tx) error {
+	err := b.db.View(func(tx *buntdb.Tx) error {
 		if err := s.scan(tx); err != nil {
 			return err
 		}
@@ -37,50 +38,82 @@ func (b *Bunt) load() (empty bool, err error) {
 		return nil
 	})
 	if err != nil {
-		return false, b.wrap(err)
+		return b.wrap(err)
 	}
-	b.next, b.lastTime, b.floor = s.maxID, s.maxTime, s.floor
+	last := s.maxID // the last id in the file
+	b.lastTime, b.floor = s.maxTime, s.floor
 	if s.lastOK {
-		b.next, b.lastTime = max(b.next, s.lastID), max(b.lastTime, s.lastTime)
+		last, b.lastTime = max(last, s.lastID), max(b.lastTime, s.lastTime)
 	}
-	if b.path == "" {
-		return s.n == 0, nil
-	}
-	problems := append(slices.Clip(s.damaged), s.inconsistent...)
-	if len(problems) > 0 && !b.opts.Repair {
-		return false, b.damageError(problems)
-	}
-	if s.legacy > 0 {
-		b.opts.Logger.Warn("store: file has records without checksums (written by an older sseloop); adding checksums",
-			"path", b.path, "records", s.legacy)
+	empty := s.n == 0
+	var problems []damage
+	if b.path != "" {
+		problems = append(slices.Clip(s.damaged), s.inconsistent...)
+		if len(problems) > 0 && !b.opts.Repair {
+			return b.damageError(problems)
+		}
+		if s.legacy > 0 {
+			b.opts.Logger.Warn("store: file has records without checksums (written by an older sseloop); adding checksums",
+				"path", b.path, "records", s.legacy)
+		}
 	}
 	repairing := len(problems) > 0 || b.framingCut
-	unclean := s.n > 0 && !s.clean || b.framingCut
-	if !repairing && !unclean && s.sealed && s.legacy == 0 {
-		return s.n == 0, nil
+	unclean := b.path != "" && !empty && (!s.clean || b.framingCut)
+	next := last
+	if unclean || repairing {
+		// Clients may have seen ids that did not reach the disk, or that a
+		// damaged record held: they are never handed out again.
+		next += uncleanIDSkip
+	}
+	start := idBase(b.opts.Now(), next)
+	if start > MaxID {
+		return fmt.Errorf("%w: %s: last id %d", ErrIDSpace, b.name(), next)
+	}
+	epoch := s.epoch
+	if empty || epoch == 0 {
+		// A new incarnation, or a file from before epochs: its ids began at 1.
+		epoch = max(1, start*boolUint(empty))
+	}
+	if s.epochLost {
+		// Unknown: a new incarnation, so that a client resuming with an id
+		// of an earlier one is told of a gap (a false one at worst).
+		epoch = start
+	}
+	b.epoch = epoch
+	// Under SyncAlways (recorded, sound, by the open that crashed) every
+	// acknowledged event is in the file; otherwise anything before the new
+	// start may have been lost, and so may anything in cut-out framing.
+	var lostThrough uint64
+	if unclean && (s.sync != SyncAlways.String() || b.framingCut) {
+		lostThrough = start - 1
+	}
+	defer func() { b.next = start - 1 }()
+	if b.path == "" || !repairing && !unclean && s.sealed && s.legacy == 0 {
+		return nil
 	}
 	var backup string
 	if repairing {
 		if backup, err = b.backup(); err != nil {
-			return false, err
+			return err
 		}
 	}
 	var lost lossReport
 	err = b.db.Update(func(tx *buntdb.Tx) error {
 		var err error
-		lost, err = b.fixup(tx, &s, repairing, unclean)
+		lost, err = b.fixup(tx, &s, fixPlan{repairing: repairing, unclean: unclean, last: last, next: next, lostThrough: lostThrough})
 		return err
 	})
 	if err != nil {
 		if unclean && !repairing {
-			return false, fmt.Errorf("store: repair %s after unclean shutdown: %w", b.path, b.wrap(err))
+			return fmt.Errorf("store: repair %s after unclean shutdown: %w", b.path, b.wrap(err))
 		}
-		return false, fmt.Errorf("store: repair %s: %w", b.path, b.wrap(err))
+		return fmt.Errorf("store: repair %s: %w", b.path, b.wrap(err))
 	}
 	b.writes.Add(1)
 	if unclean && !repairing {
-		b.opts.Logger.Warn("store: file was not closed cleanly; rebuilt its index and counts from the log; "+
-			"clients resuming from before the last id get a gap", "path", b.path, "last_id", lost.all, "next_id", b.next+1)
+		b.opts.Logger.Warn("store: file was not closed cleanly; rebuilt its index and counts from the log",
+			"path", b.path, "sync_before", s.sync, "last_id", last, "all_keys_gap_through", lost.all,
+			"keys_with_lost_events", len(lost.keys), "next_id", start)
 	}
 	if repairing {
 		b.corruptN.Add(uint64(len(s.damaged)))
@@ -90,9 +123,9 @@ func (b *Bunt) load() (empty bool, err error) {
 		}
 		b.opts.Logger.Warn("store: repaired a damaged file: dropped its damaged records; clients resuming from before them get a gap",
 			"path", b.path, "copy", backup, "damaged_records", len(problems), "first", first,
-			"keys_with_lost_events", len(lost.keys), "all_keys_gap_before_id", lost.all, "next_id", b.next+1)
+			"keys_with_lost_events", len(lost.keys), "all_keys_gap_before_id", lost.all, "next_id", start)
 	}
-	return s.n == 0, nil
+	return nil
 }
 
 // loadScan is what load learns in one pass over the database.
@@ -101,6 +134,10 @@ type loadScan struct {
 	sealed bool // n:crc present: every value must be sealed
 	clean  bool // n:clean present
 	legacy int  // values without checksums
+
+	epoch     uint64 // n:epoch, 0 if absent
+	epochLost bool   // n:epoch damaged
+	sync      string // n:sync ("" if absent or damaged)
 
 	lastOK   bool // n:last present and sound
 	lastID   uint64
@@ -113,9 +150,16 @@ type loadScan struct {
 	counts       map[string]uint64  // sound log records per subscription key
 	metas        map[string]keyMeta // sound metadata per subscription key
 	missing      []string           // index keys missing for sound log records
+	pubs         []pubEntry         // sound PubID index entries
 
 	damaged      []damage // records to drop
 	inconsistent []damage // records that contradict others (check, clean files only)
+}
+
+// pubEntry is a PubID index entry: 'p'+pubID -> id.
+type pubEntry struct {
+	key string
+	id  uint64
 }
 
 // damage is one damaged record.
@@ -171,6 +215,10 @@ func (s *loadScan) scan(tx *buntdb.Tx) error {
 				return true
 			}
 			r, ok := decodeEvent(body)
+			var ev Event
+			if ok {
+				ok = setNameSlot(&ev, r.name) // the Mercure fields, if any
+			}
 			if !ok {
 				s.damage(k, id, "cannot be decoded")
 				return true
@@ -182,11 +230,30 @@ func (s *loadScan) scan(tx *buntdb.Tx) error {
 			}
 			s.maxID, s.maxTime = max(s.maxID, id), max(s.maxTime, r.time)
 		case prefixIndex:
-			if _, _, ok := parseIndexKey(k); !ok || v != "" {
+			if _, _, ok := parseIndexKey(k); !ok {
 				s.damage(k, 0, "key matches no record of the layout")
 				return true
 			}
+			body, ok := s.body(k, v)
+			if ok {
+				_, ok = decodePrev(body)
+			}
+			if !ok {
+				s.damage(k, 0, "checksum mismatch or cannot be decoded")
+				return true
+			}
 			s.nIndex++
+		case prefixPub:
+			body, ok := s.body(k, v)
+			var id uint64
+			if ok {
+				id, ok = decodeUvarint(body)
+			}
+			if !ok || len(k) < 2 {
+				s.damage(k, 0, "checksum mismatch or cannot be decoded")
+				return true
+			}
+			s.pubs = append(s.pubs, pubEntry{key: k, id: id})
 		case 'm':
 			body, ok := s.body(k, v)
 			if !ok {
@@ -227,6 +294,26 @@ func (s *loadScan) names(k, v string) {
 			return
 		}
 		s.lastOK = true
+	case keyEpoch:
+		body, ok := s.body(k, v)
+		if ok {
+			s.epoch, ok = decodeUvarint(body)
+		}
+		if !ok || s.epoch > MaxID {
+			s.epoch, s.epochLost = 0, true
+			s.damage(k, 0, "checksum mismatch or cannot be decoded")
+		}
+	case keySync:
+		body, ok := s.body(k, v)
+		if !ok {
+			s.damage(k, 0, "checksum mismatch")
+			return
+		}
+		if _, err := ParseSync(body); err != nil {
+			s.damage(k, 0, "cannot be decoded")
+			return
+		}
+		s.sync = body
 	case keyFloor:
 		body, ok := s.body(k, v)
 		var floor uint64
@@ -263,6 +350,11 @@ func (s *loadScan) check(tx *buntdb.Tx) error {
 			return err
 		}
 	}
+	for _, p := range s.pubs {
+		if !pubEntrySound(tx, p) {
+			s.inconsistent = append(s.inconsistent, damage{key: p.key, reason: fmt.Sprintf("PubID index entry without its event %d", p.id)})
+		}
+	}
 	for key, c := range s.counts {
 		m, ok := s.metas[key]
 		if !ok {
@@ -287,20 +379,39 @@ func orphanIndex(tx *buntdb.Tx, k string) bool {
 	if !ok {
 		return true
 	}
+	ev, ok := soundEvent(tx, id)
+	return !ok || ev.Key != key
+}
+
+// pubEntrySound reports whether the event p points to is in the log, sound,
+// with the PubID p names.
+func pubEntrySound(tx *buntdb.Tx, p pubEntry) bool {
+	ev, ok := soundEvent(tx, p.id)
+	return ok && ev.PubID == p.key[1:]
+}
+
+// soundEvent reads and decodes the log record of id, sealed or (before the
+// file is sealed) not; false if it is missing or damaged. The event's
+// strings point into the record.
+func soundEvent(tx *buntdb.Tx, id uint64) (Event, bool) {
 	lk := logKey(id)
 	v, err := tx.Get(lk)
 	if err != nil {
-		return true
+		return Event{}, false
 	}
 	body, ok := unseal(lk, v)
 	if !ok && !isSealed(v) {
 		body, ok = v, true // not sealed yet
 	}
 	if !ok {
-		return true
+		return Event{}, false
 	}
 	r, ok := decodeEvent(body)
-	return !ok || r.key != key
+	if !ok {
+		return Event{}, false
+	}
+	ev := Event{ID: id, Key: r.key, Time: r.time}
+	return ev, setNameSlot(&ev, r.name)
 }
 
 // describeRecord names a record of the layout for errors and logs; it never
@@ -313,8 +424,11 @@ func describeRecord(k string) string {
 		return fmt.Sprintf("index entry of key %s, event %d", quoteShort(key), id)
 	}
 	switch k {
-	case keyLast, keyFloor, keyClean, keyCRC:
+	case keyLast, keyFloor, keyClean, keyCRC, keyEpoch, keySync:
 		return "record " + k
+	}
+	if len(k) > 0 && k[0] == prefixPub {
+		return "PubID index entry " + quoteShort(k[1:])
 	}
 	if len(k) > 0 && k[0] == 'm' {
 		return "metadata of key " + quoteShort(k[1:])

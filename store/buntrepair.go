@@ -13,6 +13,15 @@ type lossReport struct {
 	keys map[string]uint64 // per key: highest id of a lost event
 }
 
+// fixPlan is what load decided about the file.
+type fixPlan struct {
+	repairing   bool   // damaged records to drop (Options.Repair)
+	unclean     bool   // not closed cleanly (or damaged framing was cut out)
+	last        uint64 // the last id in the file
+	next        uint64 // last plus uncleanIDSkip: written to n:last
+	lostThrough uint64 // every key may have lost acknowledged events up to here (0: none)
+}
+
 // fixup runs at open, in one write transaction, when the file needs it: it
 // was written before checksums, it was not closed cleanly, or it is damaged
 // and Options.Repair is set. One transaction: a crash in the middle leaves
@@ -24,52 +33,75 @@ type lossReport struct {
 //   - missing index entries are added; index entries without their event are
 //     deleted, and the event counts as lost for the key they name;
 //   - a damaged event whose key no index entry names is lost for every key;
-//   - every key's metadata is recounted; a key whose count was wrong for no
-//     known reason, or whose metadata was lost, reports a gap up to the last
-//     id, since what it dropped before is unknown;
-//   - the floor (what a key without metadata reports) is raised to the last
-//     id, since a lost n:floor or a key whose events were all lost is not
-//     otherwise visible;
-//   - ids skip uncleanIDSkip, so an id a client saw on an event that is now
-//     lost is never handed out again.
+//   - every key's metadata is recounted; a key with fewer events than its
+//     metadata counted, beyond the losses the file names (the lost part of a
+//     transaction), or, in a damaged file, whose count was wrong at all,
+//     reports a gap up to the last id, since what it dropped is unknown;
+//   - the prev id of every index entry is kept: the prev of a key's oldest
+//     retained event was dropped (see Retention), even if the metadata
+//     update that recorded it was lost;
+//   - PubID index entries that do not point to a sound event with their
+//     PubID are deleted, and the newest event of a PubID left without one
+//     gets it back;
+//   - every key's dropped, and the floor, go to p.lostThrough: under
+//     SyncEverySecond or SyncNever acknowledged events up to there may be
+//     lost without a trace in the file (0 under SyncAlways: nothing
+//     acknowledged can be missing, so a key whose events are all in the file
+//     reports no gap);
+//   - in a damaged file whose metadata, n:floor or n:last was lost, the floor
+//     (what a key without metadata reports) goes to the last id too;
+//   - n:last is p.next: ids skip uncleanIDSkip, so an id a client saw on an
+//     event that is now lost is never handed out again.
 //
 // unclean: buntdb writes each transaction with one write(2) but keeps no
 // transaction boundaries in the file, so a crash (power loss, kernel panic)
 // can persist part of the last one: an index entry without its log record, a
 // log record without its index entry, a count that is off, a MaxEvents trim
-// whose dropped id was lost. So every key's dropped is raised to the last id
-// as well: a client resuming from before it is told it may have missed
-// events (a false gap at worst).
+// whose dropped id was lost.
 //
 // It reads the whole database, like buntdb's load before it.
-func (b *Bunt) fixup(tx *buntdb.Tx, s *loadScan, repairing, unclean bool) (lossReport, error) {
+func (b *Bunt) fixup(tx *buntdb.Tx, s *loadScan, p fixPlan) (lossReport, error) {
 	lost := lossReport{keys: make(map[string]uint64)}
-	last := b.next
+	last := p.last
 	var damagedEvents []damage
-	if repairing {
+	floorUnknown := false
+	if p.repairing {
 		for _, d := range s.damaged {
 			if err := deleteIfExists(tx, d.key); err != nil {
 				return lost, err
 			}
-			if d.id != 0 {
+			switch _, _, isIndex := parseIndexKey(d.key); {
+			case d.id != 0:
 				damagedEvents = append(damagedEvents, d)
+			case isIndex, d.key == keyCRC, d.key == keyEpoch, d.key == keySync,
+				len(d.key) > 0 && d.key[0] == prefixPub:
+				// Rebuilt below, or nothing lost with it.
+			default:
+				floorUnknown = true // metadata, n:floor, n:last or a key of no known form
 			}
 		}
 	}
 	if err := b.seal(tx, s); err != nil {
 		return lost, err
 	}
-	if !repairing && !unclean {
+	if !p.repairing && !p.unclean {
 		return lost, nil
 	}
 
 	counts := make(map[string]uint64)
+	newest := make(map[string]uint64)
+	pubNewest := make(map[string]uint64)
 	var missing []string
 	err := tx.AscendRange("", logFirst, logEnd, func(k, v string) bool {
 		id, _ := logID(k)
 		body, _ := unseal(k, v)   // sound: damaged records were deleted above
 		r, _ := decodeEvent(body) // and the others sealed
 		counts[r.key]++
+		newest[r.key] = id
+		var ev Event
+		if setNameSlot(&ev, r.name) && ev.PubID != "" {
+			pubNewest[ev.PubID] = id
+		}
 		if ik := indexKey(r.key, id); !exists(tx, ik) {
 			missing = append(missing, ik)
 		}
@@ -86,14 +118,16 @@ func (b *Bunt) fixup(tx *buntdb.Tx, s *loadScan, repairing, unclean bool) (lossR
 		used bool
 	}
 	var lostEntries []orphan // orphans whose event is gone
+	lostN := make(map[string]uint64)
 	err = tx.AscendRange("", idxFirst, idxEnd, func(k, _ string) bool {
 		if orphanIndex(tx, k) {
 			orphans = append(orphans, k)
-			// An entry whose event is there under another key had its own
-			// key changed: nothing is lost (the event's entry is added back).
-			if key, id, ok := parseIndexKey(k); ok && !exists(tx, logKey(id)) {
+			if key, id, ok := parseIndexKey(k); ok {
 				lost.keys[key] = max(lost.keys[key], id)
-				lostEntries = append(lostEntries, orphan{key: key, id: id})
+				lostN[key]++
+				if !exists(tx, logKey(id)) {
+					lostEntries = append(lostEntries, orphan{key: key, id: id})
+				}
 			}
 		}
 		return true
@@ -123,13 +157,13 @@ func (b *Bunt) fixup(tx *buntdb.Tx, s *loadScan, repairing, unclean bool) (lossR
 	for _, d := range unmatched {
 		if d.hint == "" || !match(func(o *orphan) bool { return o.key == d.hint }) {
 			// Its id may be damaged too: an id past the newest sound one
-			// counts as that one (ids skip past both below).
+			// counts as that one (ids skip past both).
 			lost.all = max(lost.all, min(d.id, last))
 		}
 	}
 
 	type kv struct{ k, v string }
-	var metas []kv
+	var metas, pubs []kv
 	err = tx.AscendRange("", "m", metaEnd, func(k, v string) bool {
 		metas = append(metas, kv{k, v})
 		return true
@@ -137,9 +171,17 @@ func (b *Bunt) fixup(tx *buntdb.Tx, s *loadScan, repairing, unclean bool) (lossR
 	if err != nil {
 		return lost, err
 	}
+	err = tx.AscendRange("", string(rune(prefixPub)), string(rune(prefixPub+1)), func(k, v string) bool {
+		pubs = append(pubs, kv{k, v})
+		return true
+	})
+	if err != nil {
+		return lost, err
+	}
 
 	for _, k := range missing {
-		if _, _, err := tx.Set(k, "", nil); err != nil {
+		// The prev is unknown (0): the metadata's dropped covers the key.
+		if _, _, err := tx.Set(k, encodePrev(k, 0), nil); err != nil {
 			return lost, err
 		}
 	}
@@ -148,54 +190,79 @@ func (b *Bunt) fixup(tx *buntdb.Tx, s *loadScan, repairing, unclean bool) (lossR
 			return lost, err
 		}
 	}
-	next := last + uncleanIDSkip
-	raise := lost.all
-	switch {
-	case b.framingCut:
-		raise = next // events of any id may have been in the cut-out bytes
-	case unclean:
-		raise = last
+	for _, e := range pubs {
+		id, ok := decodePubEntry(e.k, e.v)
+		if ok && pubEntrySound(tx, pubEntry{key: e.k, id: id}) {
+			delete(pubNewest, e.k[1:])
+			continue
+		}
+		if err := deleteIfExists(tx, e.k); err != nil {
+			return lost, err
+		}
+	}
+	for pub, id := range pubNewest {
+		pk := pubKeyBunt(pub)
+		if _, _, err := tx.Set(pk, encodeUvarint(pk, id), nil); err != nil {
+			return lost, err
+		}
+	}
+
+	raise := max(lost.all, p.lostThrough)
+	floor := max(b.floor, raise)
+	if floorUnknown {
+		floor = max(floor, last)
 	}
 	for _, e := range metas {
 		key := e.k[1:]
 		c := counts[key]
+		body, _ := unseal(e.k, e.v) // sound, as above
+		m, ok := decodeMeta(body)
+		if !ok || c+lostN[key] < m.count || p.repairing && c != m.count && lost.keys[key] == 0 {
+			// Wrong for no known reason: what it dropped is unknown.
+			lost.keys[key] = max(lost.keys[key], last)
+		}
 		if c == 0 {
-			// No events left: the key reports the floor, raised below.
+			// Forgotten: Retention reports the floor for it.
+			floor = max(floor, m.dropped, lost.keys[key])
 			if err := deleteIfExists(tx, e.k); err != nil {
 				return lost, err
 			}
 			continue
 		}
-		body, _ := unseal(e.k, e.v) // sound, as above
-		m, _ := decodeMeta(body)
-		dropped := max(m.dropped, raise, lost.keys[key])
-		if m.count != c && lost.keys[key] == 0 {
-			dropped = max(last, raise) // wrong for no known reason: what it dropped is unknown
-		}
-		m.count, m.dropped = c, dropped
+		m.count, m.newest = c, newest[key]
+		m.dropped = max(m.dropped, raise, lost.keys[key])
 		if _, _, err := tx.Set(e.k, b.encodeMeta(e.k, m), nil); err != nil {
 			return lost, err
 		}
 		delete(counts, key)
 	}
 	for _, key := range slices.Sorted(maps.Keys(counts)) {
+		// Events without metadata: the transaction that added the key's
+		// first events lost its metadata update (nothing was dropped by it,
+		// but the key may have been forgotten before), or it was damaged.
+		dropped := max(b.floor, raise, lost.keys[key])
+		if p.repairing {
+			dropped = max(dropped, last)
+		}
 		mk := metaKey(key)
-		if _, _, err := tx.Set(mk, b.encodeMeta(mk, keyMeta{count: counts[key], dropped: max(last, raise)}), nil); err != nil {
+		if _, _, err := tx.Set(mk, b.encodeMeta(mk, keyMeta{count: counts[key], newest: newest[key], dropped: dropped}), nil); err != nil {
 			return lost, err
 		}
 	}
+	for key, id := range lost.keys {
+		if _, ok := newest[key]; !ok {
+			floor = max(floor, id) // a key left without events
+		}
+	}
 
-	floor := max(b.floor, last, raise)
 	if _, _, err := tx.Set(keyFloor, encodeUvarint(keyFloor, floor), nil); err != nil {
 		return lost, err
 	}
-	if _, _, err := tx.Set(keyLast, encodeLast(next, b.lastTime), nil); err != nil {
+	if _, _, err := tx.Set(keyLast, encodeLast(p.next, b.lastTime), nil); err != nil {
 		return lost, err
 	}
-	b.floor, b.next = floor, next
-	if unclean {
-		lost.all = max(lost.all, raise)
-	}
+	b.floor = floor
+	lost.all = max(lost.all, raise)
 	return lost, nil
 }
 
@@ -208,7 +275,7 @@ func (b *Bunt) seal(tx *buntdb.Tx, s *loadScan) error {
 	var legacy []kv
 	err := tx.Ascend("", func(k, v string) bool {
 		switch {
-		case k == "", k[0] == prefixIndex, k == keyClean, k == keyCRC:
+		case k == keyClean, k == keyCRC:
 		case !isSealed(v):
 			legacy = append(legacy, kv{k, v})
 		}

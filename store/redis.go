@@ -20,14 +20,36 @@ type RedisConfig struct {
 	Addr     string // host:port; default "127.0.0.1:6379"
 	Password string // AUTH password; "" for none
 	DB       int    // database number (SELECT)
-	// Prefix starts every key the store uses; default "sseloop:" when "".
-	// The version marker of key k is the Redis string <Prefix>k, so a PHP
-	// app's cache whose prefix is the same can poke k directly.
+	// Prefix starts every key the store writes; default "sseloop:" when "".
+	// Give sseloop a prefix no application clears: an app's cache clear
+	// (CakePHP's Cache::clear() runs KEYS <its prefix>* and DEL) must not
+	// match it.
 	Prefix string
+	// WatchPrefix starts the application keys whose changes poke
+	// subscribers directly ("direct pokes", see [VersionReader]): key k is
+	// watched as the Redis string <WatchPrefix>k, e.g. "cake_" for a CakePHP
+	// Redis cache with its default prefix. sseloop only reads them (MGET),
+	// never writes, expires or deletes them. "" turns direct pokes off.
+	// Neither of Prefix and WatchPrefix may start with the other.
+	WatchPrefix string
 	// FeedLen bounds the change feed stream (MAXLEN ~). Default 100,000 when
 	// 0. A node whose feed position falls further behind than this (e.g.
 	// partitioned from Redis while others publish) skips the trimmed events.
 	FeedLen int
+	// SentinelMaster, when set, finds the primary through Redis Sentinel:
+	// the master name the sentinels at SentinelAddrs (host:port each)
+	// monitor. Addr is then unused. After a failover the client follows the
+	// new primary.
+	SentinelMaster string
+	SentinelAddrs  []string
+	// WaitReplicas, when above 0, makes every Append wait until that many
+	// replicas acknowledged its write (Redis WAIT, at most WaitTimeout):
+	// an acknowledged event then survives the loss of the primary. Fewer
+	// acknowledgements fail the Append with ErrNotReplicated (the event may
+	// still be delivered, as its write reached the primary).
+	WaitReplicas int
+	// WaitTimeout bounds the WAIT of WaitReplicas; default 1s when 0.
+	WaitTimeout time.Duration
 }
 
 const (
@@ -35,10 +57,12 @@ const (
 	defaultRedisPrefix  = "sseloop:"
 	defaultRedisFeedLen = 100_000
 
+	defaultWaitTimeout = time.Second
+
 	// redisTag starts every internal key after the prefix. It is a Redis
 	// Cluster hash tag: all internal keys hash to one slot, which scripts
 	// that touch several of them require. Append refuses event keys that
-	// start with it, so no version marker <prefix><key> can be an internal key.
+	// start with it.
 	redisTag = "{sseloop}"
 )
 
@@ -66,14 +90,25 @@ const (
 //	pT:keys      sorted set: every key with a history, scored by the time of
 //	             its oldest retained event, so the sweeper finds the keys
 //	             with expired events without scanning.
-//	p<key>       string: the key's version marker, the decimal id of its
-//	             newest event. Other programs may write it too ("direct
-//	             pokes", see [VersionReader]).
+//
+// With w the watch prefix (RedisConfig.WatchPrefix, e.g. "cake_"):
+//
+//	w<key>       the application's own key (any type readable by GET),
+//	             read by Versions, never written by sseloop.
 //
 // Append is one Lua script: it reads the last time (an event's time never
 // decreases with its id, whichever node's clock stamped it), INCRs the id by
-// the batch size, XADDs to the feed and the histories, sets the markers and
-// trims. Scripts run atomically, so the feed never holds id N+1 without N
+// the batch size, XADDs to the feed and the histories and trims.
+//
+// # Incarnations
+//
+// The meta hash also holds epoch (Head.Epoch). When it is gone (a new Redis,
+// FLUSHALL, a restart without persistence, eviction), the next Append or
+// OpenRedis starts a new incarnation: ids from max(now_ms*1000, the highest
+// id this process saw + 1), so ids never go backwards even if another node's
+// clock is behind. Nodes notice through Head (a new Epoch) or ErrCursorAhead
+// from After. Use maxmemory-policy noeviction: an evicted meta, feed or
+// history loses events like a wipe. Scripts run atomically, so the feed never holds id N+1 without N
 // (unless N was trimmed), even with many nodes appending at once.
 //
 // # Retention
@@ -82,8 +117,8 @@ const (
 // it every SweepInterval; concurrent sweeps are harmless): it trims the
 // expired entries from the start of the feed, then takes the keys whose
 // oldest event is expired from pT:keys and trims their histories; a
-// history left empty is deleted with its pT:d:<key> and its marker (unless
-// another program rewrote the marker), and the meta floor is raised to its
+// history left empty is deleted with its pT:d:<key>, and the meta floor is
+// raised to its
 // Dropped. Retention reports the floor as Dropped for a key without
 // pT:d:<key>, and a new key's Dropped starts at it, as in [Bunt]. No Redis
 // EXPIRE: it would forget a key's Dropped. Readers filter by time with the
@@ -94,29 +129,35 @@ const (
 //
 // The internal keys share the hash tag, so the scripts work in one slot (all
 // sseloop data of a prefix then lives on one shard: the store scales reads
-// and connections, not Redis's write throughput). The version markers p<key>
-// cannot carry the tag (apps write them under their own names), so they live
-// in other slots: this implementation uses a plain client and writes them in
-// the Append script, which a cluster would refuse (CROSSSLOT). Cluster
-// support would move the marker SETs out of the script (after it, not atomic
-// with it: a marker is only a hint) and issue one MGET per slot in Versions.
+// and connections, not Redis's write throughput). The watched app keys
+// w<key> cannot carry the tag (apps name them), so they live in other slots:
+// this implementation uses a plain (or Sentinel) client, not a cluster
+// client; cluster support would issue one MGET per slot in Versions.
 //
 // # Durability and errors
 //
 // Durability is Redis's: an Append is acknowledged once Redis has run the
-// script (appendonly with appendfsync always makes that durable; Options.Sync
-// is ignored). No command is retried (a retried Append could duplicate
+// script (appendonly with appendfsync always makes that durable on the
+// primary; see CheckDurability for Options.Sync), and, with WaitReplicas,
+// once that many replicas have it. No command is retried (a retried Append could duplicate
 // events): when Redis is unreachable, calls fail within the dial or read
 // timeout (1 s / 2 s) and the caller retries.
 type Redis struct {
-	c       *redis.Client
-	opts    Options
-	ttl     int64
-	feedLen int
-	prefix  string
-	kMeta   string
-	kFeed   string
-	kKeys   string
+	c        *redis.Client
+	opts     Options
+	ttl      int64
+	feedLen  int
+	prefix   string
+	watch    string
+	kMeta    string
+	kFeed    string
+	kKeys    string
+	replicas int
+	waitFor  time.Duration
+
+	// seen is the highest id this process saw: a new incarnation starts
+	// above it.
+	seen atomic.Uint64
 
 	closed atomic.Bool
 	stop   chan struct{}
@@ -128,6 +169,7 @@ var (
 	_ Sweeper       = (*Redis)(nil)
 	_ VersionReader = (*Redis)(nil)
 	_ Claimer       = (*Redis)(nil)
+	_ HeadReader    = (*Redis)(nil)
 )
 
 // OpenRedis connects to Redis and checks it answers.
@@ -148,35 +190,79 @@ func OpenRedis(cfg RedisConfig, opts Options) (*Redis, error) {
 	if cfg.FeedLen == 0 {
 		cfg.FeedLen = defaultRedisFeedLen
 	}
-	c := redis.NewClient(&redis.Options{
-		Addr:                  cfg.Addr,
-		Password:              cfg.Password,
-		DB:                    cfg.DB,
-		DialTimeout:           time.Second,
-		DialerRetries:         1, // fail fast: the caller retries
-		ReadTimeout:           2 * time.Second,
-		WriteTimeout:          2 * time.Second,
-		ContextTimeoutEnabled: true,
-		MaxRetries:            -1,
-		DisableIdentity:       true,
-	})
+	if cfg.WatchPrefix != "" && (strings.HasPrefix(cfg.Prefix, cfg.WatchPrefix) || strings.HasPrefix(cfg.WatchPrefix, cfg.Prefix)) {
+		return nil, fmt.Errorf("%w: redis prefix %q and watch prefix %q overlap: an app clearing its keys would delete sseloop's", ErrBadOptions, cfg.Prefix, cfg.WatchPrefix)
+	}
+	if cfg.WaitReplicas < 0 || cfg.WaitTimeout < 0 {
+		return nil, fmt.Errorf("%w: redis wait replicas %d, timeout %v", ErrBadOptions, cfg.WaitReplicas, cfg.WaitTimeout)
+	}
+	if cfg.WaitTimeout == 0 {
+		cfg.WaitTimeout = defaultWaitTimeout
+	}
+	if cfg.SentinelMaster != "" && len(cfg.SentinelAddrs) == 0 {
+		return nil, fmt.Errorf("%w: redis sentinel master %q without sentinel addresses", ErrBadOptions, cfg.SentinelMaster)
+	}
+	const (
+		dialTimeout = time.Second
+		dialRetries = 1 // fail fast: the caller retries
+		ioTimeout   = 2 * time.Second
+	)
+	var c *redis.Client
+	where := cfg.Addr
+	if cfg.SentinelMaster != "" {
+		where = "sentinel " + cfg.SentinelMaster
+		c = redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName:            cfg.SentinelMaster,
+			SentinelAddrs:         cfg.SentinelAddrs,
+			Password:              cfg.Password,
+			DB:                    cfg.DB,
+			DialTimeout:           dialTimeout,
+			DialerRetries:         dialRetries,
+			ReadTimeout:           max(ioTimeout, cfg.WaitTimeout+time.Second),
+			WriteTimeout:          ioTimeout,
+			ContextTimeoutEnabled: true,
+			MaxRetries:            -1,
+			DisableIdentity:       true,
+		})
+	} else {
+		c = redis.NewClient(&redis.Options{
+			Addr:                  cfg.Addr,
+			Password:              cfg.Password,
+			DB:                    cfg.DB,
+			DialTimeout:           dialTimeout,
+			DialerRetries:         dialRetries,
+			ReadTimeout:           max(ioTimeout, cfg.WaitTimeout+time.Second),
+			WriteTimeout:          ioTimeout,
+			ContextTimeoutEnabled: true,
+			MaxRetries:            -1,
+			DisableIdentity:       true,
+		})
+	}
 	r := &Redis{
-		c:       c,
-		opts:    o,
-		ttl:     o.ttlMillis(),
-		feedLen: cfg.FeedLen,
-		prefix:  cfg.Prefix,
-		kMeta:   cfg.Prefix + redisTag + ":meta",
-		kFeed:   cfg.Prefix + redisTag + ":feed",
-		kKeys:   cfg.Prefix + redisTag + ":keys",
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		c:        c,
+		opts:     o,
+		ttl:      o.ttlMillis(),
+		feedLen:  cfg.FeedLen,
+		prefix:   cfg.Prefix,
+		watch:    cfg.WatchPrefix,
+		kMeta:    cfg.Prefix + redisTag + ":meta",
+		kFeed:    cfg.Prefix + redisTag + ":feed",
+		kKeys:    cfg.Prefix + redisTag + ":keys",
+		replicas: cfg.WaitReplicas,
+		waitFor:  cfg.WaitTimeout,
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := c.Ping(ctx).Err(); err != nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("store: redis %s: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("store: redis %s: %w", where, err)
+	}
+	// Start an incarnation now, so LastID is the id before the first one.
+	if _, err := initScript.Run(ctx, c, []string{r.kMeta, r.kFeed}, r.opts.Now().UnixMilli(), 0, 0, 0, 1).Int64Slice(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("store: redis %s: %w", where, err)
 	}
 	if o.SweepInterval > 0 && r.ttl >= 0 {
 		go r.sweeper()
@@ -188,7 +274,9 @@ func OpenRedis(cfg RedisConfig, opts Options) (*Redis, error) {
 
 func (r *Redis) historyKey(key string) string { return r.prefix + redisTag + ":h:" + key }
 func (r *Redis) droppedKey(key string) string { return r.prefix + redisTag + ":d:" + key }
-func (r *Redis) markerKey(key string) string  { return r.prefix + key }
+
+// saw records an id this process read or was handed.
+func (r *Redis) saw(id uint64) { atomicMax(&r.seen, id) }
 
 // cutoff returns the time at or before which events are expired.
 func (r *Redis) cutoff() int64 {
@@ -239,29 +327,80 @@ func (r *Redis) Append(ctx context.Context, evs []Event) error {
 			index[e.Key] = len(names)
 		}
 	}
-	keys := make([]string, 0, 3+3*len(names))
+	keys := make([]string, 0, 3+2*len(names))
 	keys = append(keys, r.kMeta, r.kFeed, r.kKeys)
-	args := make([]any, 0, 4+len(names)+3*len(evs))
-	args = append(args, r.opts.Now().UnixMilli(), r.opts.MaxEvents, r.feedLen, len(names))
+	args := make([]any, 0, 5+len(names)+3*len(evs))
+	args = append(args, r.opts.Now().UnixMilli(), r.opts.MaxEvents, r.feedLen, len(names), r.seen.Load()+1)
 	for _, k := range names {
-		keys = append(keys, r.historyKey(k), r.droppedKey(k), r.markerKey(k))
+		keys = append(keys, r.historyKey(k), r.droppedKey(k))
 		args = append(args, k)
 	}
 	for _, e := range evs {
-		args = append(args, index[e.Key], e.Name, e.Data)
+		args = append(args, index[e.Key], nameSlot(&e), e.Data) // name and Mercure fields: ext.go
 	}
-	res, err := appendScript.Run(ctx, r.c, keys, args...).Int64Slice()
+	res, err := r.runAppend(ctx, keys, args)
 	if err != nil {
-		return r.wrap(err)
+		return err
 	}
-	if len(res) != 2 || res[0] <= 0 {
+	if len(res) == 3 && res[0] == 0 {
+		return fmt.Errorf("%w: redis %s", ErrIDSpace, r.kMeta)
+	}
+	if len(res) != 3 || res[0] <= 0 {
 		return fmt.Errorf("store: redis: append script returned %v", res)
 	}
 	for i := range evs {
 		evs[i].ID = uint64(res[0]) + uint64(i)
 		evs[i].Time = res[1]
 	}
+	r.saw(evs[len(evs)-1].ID)
+	if err := r.indexPubIDs(ctx, evs); err != nil {
+		return err
+	}
+	if r.replicas > 0 && res[2] < int64(r.replicas) {
+		return fmt.Errorf("%w: %d of %d replicas acknowledged within %v", ErrNotReplicated, res[2], r.replicas, r.waitFor)
+	}
 	return nil
+}
+
+// runAppend runs the append script and, with WaitReplicas, WAIT on the same
+// connection (a pipeline), so WAIT covers the script's writes. It returns
+// {first id, time, replicas that acknowledged}.
+func (r *Redis) runAppend(ctx context.Context, keys []string, args []any) ([]int64, error) {
+	if r.replicas == 0 {
+		res, err := appendScript.Run(ctx, r.c, keys, args...).Int64Slice()
+		if err != nil {
+			return nil, r.wrap(err)
+		}
+		return append(res, 0), nil
+	}
+	for _, eval := range []bool{false, true} {
+		var run *redis.Cmd
+		var wait *redis.Cmd
+		_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			if eval {
+				run = appendScript.Eval(ctx, p, keys, args...)
+			} else {
+				run = appendScript.EvalSha(ctx, p, keys, args...)
+			}
+			wait = p.Do(ctx, "WAIT", r.replicas, r.waitFor.Milliseconds())
+			return nil
+		})
+		if !eval && redis.HasErrorPrefix(run.Err(), "NOSCRIPT") {
+			continue // the script did not run: load it with EVAL
+		}
+		res, rerr := run.Int64Slice()
+		if rerr != nil {
+			return nil, r.wrap(rerr)
+		}
+		n, werr := wait.Int64()
+		if err != nil && werr != nil {
+			// The events are in the primary but their replication is
+			// unknown: not acknowledged.
+			return nil, fmt.Errorf("%w: WAIT: %w", ErrNotReplicated, r.wrap(werr))
+		}
+		return append(res, n), nil
+	}
+	return nil, fmt.Errorf("store: redis: append script not loaded")
 }
 
 // After implements Store with one XRANGE on the feed (more only when a page
@@ -275,9 +414,15 @@ func (r *Redis) After(ctx context.Context, afterID uint64, limit int) ([]Event, 
 	}
 	cutoff := r.cutoff()
 	var evs []Event
-	for {
+	for first := true; ; first = false {
 		want := limit - len(evs)
-		page, err := r.xrange(ctx, r.kFeed, afterID, want)
+		var page []Event
+		var err error
+		if first {
+			page, err = r.xrangeLast(ctx, afterID, want)
+		} else {
+			page, err = r.xrange(ctx, r.kFeed, afterID, want)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -299,6 +444,34 @@ func (r *Redis) After(ctx context.Context, afterID uint64, limit int) ([]Event, 
 	}
 }
 
+// xrangeLast is xrange of the feed pipelined with a read of the last id
+// (one round trip): when nothing is newer than afterID and the last id is
+// below it, the cursor is from a store state that is gone.
+func (r *Redis) xrangeLast(ctx context.Context, afterID uint64, limit int) ([]Event, error) {
+	var xr *redis.Cmd
+	var last *redis.StringCmd
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		xr = p.Do(ctx, "XRANGE", r.kFeed, strconv.FormatUint(afterID+1, 10)+"-0", "+", "COUNT", limit)
+		last = p.HGet(ctx, r.kMeta, "id")
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, r.wrap(err)
+	}
+	v, err := xr.Slice()
+	if err != nil {
+		return nil, r.wrap(err)
+	}
+	if len(v) == 0 {
+		id, _ := strconv.ParseUint(last.Val(), 10, 64) // "" (wiped): 0
+		if id < afterID {
+			return nil, fmt.Errorf("%w: after %d, last id %d", ErrCursorAhead, afterID, id)
+		}
+		return nil, nil
+	}
+	return r.parseEntries(r.kFeed, v)
+}
+
 // xrange reads up to limit entries with ids above afterID from a feed or
 // history stream. History entries have no k field: their Key is "".
 func (r *Redis) xrange(ctx context.Context, stream string, afterID uint64, limit int) ([]Event, error) {
@@ -307,6 +480,10 @@ func (r *Redis) xrange(ctx context.Context, stream string, afterID uint64, limit
 	if err != nil {
 		return nil, r.wrap(err)
 	}
+	return r.parseEntries(stream, v)
+}
+
+func (r *Redis) parseEntries(stream string, v []any) ([]Event, error) {
 	if len(v) == 0 {
 		return nil, nil
 	}
@@ -318,6 +495,7 @@ func (r *Redis) xrange(ctx context.Context, stream string, afterID uint64, limit
 		}
 		evs = append(evs, e)
 	}
+	r.saw(evs[len(evs)-1].ID)
 	return evs, nil
 }
 
@@ -346,7 +524,9 @@ func parseEntry(item any) (Event, error) {
 		case "k":
 			e.Key = val
 		case "n":
-			e.Name = val
+			if !setNameSlot(&e, val) {
+				return e, fmt.Errorf("entry %s: bad Mercure fields", sid)
+			}
 		case "d":
 			data = val
 		case "t":
@@ -477,21 +657,50 @@ func (r *Redis) LastID(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: %s id %q", ErrCorrupt, r.kMeta, s)
 	}
+	r.saw(id)
 	return id, nil
 }
 
-// Versions implements VersionReader with one MGET.
+// Head implements HeadReader with one HMGET. After a wipe it returns the zero
+// Head until the next Append starts a new incarnation.
+func (r *Redis) Head(ctx context.Context) (Head, error) {
+	if err := r.begin(ctx); err != nil {
+		return Head{}, err
+	}
+	v, err := r.c.HMGet(ctx, r.kMeta, "epoch", "id").Result()
+	if err != nil {
+		return Head{}, r.wrap(err)
+	}
+	var h Head
+	for i, p := range []*uint64{&h.Epoch, &h.LastID} {
+		s, ok := v[i].(string)
+		if !ok {
+			continue
+		}
+		if *p, err = strconv.ParseUint(s, 10, 64); err != nil {
+			return Head{}, fmt.Errorf("%w: %s %q", ErrCorrupt, r.kMeta, s)
+		}
+	}
+	if h.LastID > 0 && h.Epoch == 0 {
+		h.Epoch = 1 // written before epochs existed: ids began at 1
+	}
+	r.saw(h.LastID)
+	return h, nil
+}
+
+// Versions implements VersionReader with one MGET of <WatchPrefix><key>.
+// Without a watch prefix it returns "" for every key and asks Redis nothing.
 func (r *Redis) Versions(ctx context.Context, keys []string) ([]string, error) {
 	if err := r.begin(ctx); err != nil {
 		return nil, err
 	}
 	out := make([]string, len(keys))
-	if len(keys) == 0 {
+	if len(keys) == 0 || r.watch == "" {
 		return out, nil
 	}
 	mkeys := make([]string, len(keys))
 	for i, k := range keys {
-		mkeys[i] = r.markerKey(k)
+		mkeys[i] = r.watch + k
 	}
 	vals, err := r.c.MGet(ctx, mkeys...).Result()
 	if err != nil {
@@ -556,12 +765,12 @@ func (r *Redis) Sweep(ctx context.Context) (int, error) {
 		if len(names) == 0 {
 			return removed, nil
 		}
-		keys := make([]string, 0, 2+3*len(names))
+		keys := make([]string, 0, 2+2*len(names))
 		keys = append(keys, r.kMeta, r.kKeys)
 		args := make([]any, 0, 1+len(names))
 		args = append(args, cutoff)
 		for _, k := range names {
-			keys = append(keys, r.historyKey(k), r.droppedKey(k), r.markerKey(k))
+			keys = append(keys, r.historyKey(k), r.droppedKey(k))
 			args = append(args, k)
 		}
 		n, err := sweepScript.Run(ctx, r.c, keys, args...).Int()

@@ -12,43 +12,46 @@ import "github.com/redis/go-redis/v9"
 // appendScript appends one batch.
 //
 //	KEYS[1] meta, KEYS[2] feed, KEYS[3] key set, then for the j-th distinct
-//	        key of the batch (j from 1): KEYS[1+3j] history, KEYS[2+3j]
-//	        dropped, KEYS[3+3j] version marker
+//	        key of the batch (j from 1): KEYS[2+2j] history, KEYS[3+2j]
+//	        dropped
 //	ARGV[1] now (ms), ARGV[2] MaxEvents, ARGV[3] feed length, ARGV[4] number
-//	        of distinct keys n, ARGV[5..4+n] the keys, then per event: the
-//	        index j of its key, its name, its data
+//	        of distinct keys n, ARGV[5] the lowest id a new incarnation may
+//	        start at (the highest id this node knows of, plus 1),
+//	        ARGV[6..5+n] the keys, then per event: the index j of its key,
+//	        its name, its data
 //
-// It returns {first id, time}: the batch got ids first, first+1, ... in order.
+// It returns {first id, time}: the batch got ids first, first+1, ... in
+// order; {0, 0} if the ids would pass 2^53-1.
 var appendScript = redis.NewScript(`
 local meta, feed, keyset = KEYS[1], KEYS[2], KEYS[3]
 local now = tonumber(ARGV[1])
 local maxev = tonumber(ARGV[2])
 local nkeys = tonumber(ARGV[4])
-local base = 4 + nkeys
+local base = 5 + nkeys
 local nev = (#ARGV - base) / 3
 
 local t = redis.call('HGET', meta, 'time')
 if t and tonumber(t) > now then now = tonumber(t) end
 local nowS = string.format('%d', now)
-local first = redis.call('HINCRBY', meta, 'id', nev) - nev + 1
+` + incarnationLua + `
+local first = tonumber(redis.call('HGET', meta, 'id')) + 1
+if first + nev - 1 > 9007199254740991 then return {0, 0} end
+redis.call('HINCRBY', meta, 'id', nev)
 redis.call('HSET', meta, 'time', nowS)
 
-local newest = {}
 for i = 0, nev - 1 do
   local j = tonumber(ARGV[base + 1 + 3 * i])
   local name, data = ARGV[base + 2 + 3 * i], ARGV[base + 3 + 3 * i]
   local id = string.format('%d', first + i)
   local sid = id .. '-0'
-  redis.call('XADD', feed, sid, 'k', ARGV[4 + j], 't', nowS, 'n', name, 'd', data)
-  redis.call('XADD', KEYS[1 + 3 * j], sid, 't', nowS, 'n', name, 'd', data)
-  newest[j] = id
+  redis.call('XADD', feed, sid, 'k', ARGV[5 + j], 't', nowS, 'n', name, 'd', data)
+  redis.call('XADD', KEYS[2 + 2 * j], sid, 't', nowS, 'n', name, 'd', data)
 end
 redis.call('XTRIM', feed, 'MAXLEN', '~', ARGV[3])
 
 local floor = nil
 for j = 1, nkeys do
-  local h, d, m = KEYS[1 + 3 * j], KEYS[2 + 3 * j], KEYS[3 + 3 * j]
-  redis.call('SET', m, newest[j])
+  local h, d = KEYS[2 + 2 * j], KEYS[3 + 2 * j]
   local dropped = redis.call('GET', d)
   if not dropped then
     -- A new key starts where the sweeper left off (see Retention).
@@ -73,15 +76,57 @@ for j = 1, nkeys do
     if tonumber(last) > tonumber(dropped) then redis.call('SET', d, last) end
   end
   local o = redis.call('XRANGE', h, '-', '+', 'COUNT', 1)
-  redis.call('ZADD', keyset, o[1][2][2], ARGV[4 + j])
+  redis.call('ZADD', keyset, o[1][2][2], ARGV[5 + j])
 end
 return {first, now}
+`)
+
+// incarnationLua starts a new incarnation when the meta hash is gone (a new
+// or wiped Redis) or went back below an id this node saw (a failover that
+// lost writes, a restart that lost the end of the append-only file): ids
+// from max(ARGV[5], now*1000), that id as the epoch. A meta hash from before
+// epochs existed gets epoch 1 (its ids began at 1). It needs the
+// locals meta, feed and now, and the lowest start in ARGV[5].
+const incarnationLua = `
+local cur = redis.call('HGET', meta, 'id')
+if not cur or tonumber(ARGV[5]) > tonumber(cur) + 1 then
+  local start = math.max(tonumber(ARGV[5]), now * 1000)
+  -- A feed that survived its meta (eviction) only takes ids above its last
+  -- one, even a deleted one.
+  if redis.call('EXISTS', feed) == 1 then
+    local info = redis.call('XINFO', 'STREAM', feed)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then
+        local last = tonumber(string.match(info[i + 1], '^(%d+)'))
+        if last and last + 1 > start then start = last + 1 end
+      end
+    end
+  end
+  redis.call('HSET', meta, 'id', string.format('%d', start - 1), 'epoch', string.format('%d', start),
+    'time', string.format('%d', now))
+elseif redis.call('HEXISTS', meta, 'epoch') == 0 then
+  redis.call('HSET', meta, 'epoch', '1')
+end
+`
+
+// initScript starts an incarnation if there is none (see incarnationLua), so
+// that LastID is the id before the next one from the start.
+//
+//	KEYS[1] meta, KEYS[2] feed
+//	ARGV[1] now (ms), ARGV[2]-ARGV[4] unused, ARGV[5] the lowest start id
+//
+// It returns {epoch, last id}.
+var initScript = redis.NewScript(`
+local meta, feed = KEYS[1], KEYS[2]
+local now = tonumber(ARGV[1])
+` + incarnationLua + `
+return {tonumber(redis.call('HGET', meta, 'epoch')), tonumber(redis.call('HGET', meta, 'id'))}
 `)
 
 // sweepScript removes the expired events of some keys.
 //
 //	KEYS[1] meta, KEYS[2] key set, then for the j-th key (j from 1):
-//	        KEYS[3j] history, KEYS[3j+1] dropped, KEYS[3j+2] version marker
+//	        KEYS[1+2j] history, KEYS[2+2j] dropped
 //	ARGV[1] cutoff (ms; events at or before it are expired), then the keys
 //
 // It returns the number of events removed.
@@ -93,7 +138,7 @@ local floor = floor0
 local removed = 0
 for j = 1, #ARGV - 1 do
   local key = ARGV[j + 1]
-  local h, d, m = KEYS[3 * j], KEYS[3 * j + 1], KEYS[3 * j + 2]
+  local h, d = KEYS[1 + 2 * j], KEYS[2 + 2 * j]
   local dropped = tonumber(redis.call('GET', d) or '0')
   local start, last = '-', nil
   while true do
@@ -113,11 +158,6 @@ for j = 1, #ARGV - 1 do
     local lastID = tonumber(string.sub(last, 1, -3))
     removed = removed + redis.call('XTRIM', h, 'MINID', string.format('%d-0', lastID + 1))
     if lastID > dropped then dropped = lastID end
-    -- The marker goes with the key's history, unless another program
-    -- has written it since.
-    if redis.call('XLEN', h) == 0 and redis.call('GET', m) == string.format('%d', lastID) then
-      redis.call('DEL', m)
-    end
   end
   local o = redis.call('XRANGE', h, '-', '+', 'COUNT', 1)
   if #o == 0 then

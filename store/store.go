@@ -12,6 +12,43 @@
 // History is bounded per key by [Options.MaxEvents] and [Options.TTL];
 // [Retention] tells a resuming client whether it missed events that are no
 // longer retained.
+//
+// # Incarnations
+//
+// A store's state can vanish: an in-memory store is new at every start, a
+// buntdb file can be deleted or replaced, a Redis can be flushed, restarted
+// without persistence, rolled back by a failover or have its keys evicted.
+// Each such start of the state is an incarnation. Ids never go backwards
+// across them: a new incarnation's first id is max(last+1, unix_ms*1000),
+// where last is the highest id the store (for Redis: this process) knows of
+// and unix_ms comes from [Options.Now]. Ids stay ahead of every earlier
+// incarnation's as long as those handed out fewer than 1,000 ids per
+// millisecond on average, and below [MaxID] (2^53-1, so JavaScript holds them
+// exactly) until the year 2255. Within an incarnation ids are strictly
+// increasing, and contiguous within one open of a store: Append hands out
+// LastID+1, LastID+2, ... (MaxEvents and TTL remove events, never ids). A
+// buntdb file reopened keeps its incarnation, but its ids also restart at
+// max(last+1, unix_ms*1000), so a file restored from an older copy cannot
+// hand out again ids clients hold; LastID starts at the id before, so a
+// reader following the feed from LastID sees no hole.
+//
+// What the engine needs to notice a lost state:
+//   - [HeadReader.Head] returns the incarnation's Epoch (its first id) with
+//     LastID. Epoch changes only when the state was lost. A node that
+//     outlives its store's state (Redis) reads it every poll or so; on a new
+//     Epoch it announces a gap to its streams and reads the feed on from
+//     Epoch-1.
+//   - After with an afterID above LastID returns an error wrapping
+//     [ErrCursorAhead]: the caller's cursor is from a state that is gone (a
+//     wiped Redis before its next Append, a rollback).
+//   - A client's Last-Event-ID X with 0 < X < Epoch is from an earlier
+//     incarnation, whose events after X may be lost: Retention does not
+//     report that (it knows only the current incarnation), so the engine
+//     announces the gap. An X above LastID is unknown: the same.
+//
+// After an unclean shutdown of a buntdb file, Retention reports a gap only
+// for what may really be lost: nothing under SyncAlways (every acknowledged
+// event was fsynced), everything before the restart under the other policies.
 package store
 
 import (
@@ -34,6 +71,12 @@ type Event struct {
 	Name string // SSE event name; "" means the default "message"
 	Data []byte // event data; empty means a "poke" (the engine renders it as JSON); nil when read back empty
 	Time int64  // unix milliseconds, assigned by Append; never decreases with the id
+
+	// The Mercure fields; zero for native events. Key is the canonical topic.
+	Topics  []string // alternate topics: subscribers of these get the event too
+	Private bool     // only for subscribers authorized for one of its topics
+	Retry   int64    // SSE retry field in milliseconds; 0 = none
+	PubID   string   // the publisher's id of the event (SSE id: of Mercure streams); "" = none; indexed, see IDResolver
 }
 
 // SyncPolicy says when a file store makes its writes durable with fsync.
@@ -156,7 +199,10 @@ type Retention struct {
 	Dropped uint64 // highest id of an event of this key that was removed by MaxEvents or TTL; 0 if none
 	// A client resuming after id X has missed events of this key iff X < Dropped.
 	// Dropped may be higher than the truth (a false gap, e.g. for a key whose
-	// history was forgotten, or after an unclean shutdown), never lower.
+	// history was forgotten, after a new incarnation, or after an unclean
+	// shutdown that may have lost acknowledged events), never lower. An
+	// unclean shutdown that lost nothing acknowledged (buntdb with SyncAlways)
+	// raises nothing.
 }
 
 // Store is the event log plus per-key history. All methods are safe for
@@ -169,19 +215,61 @@ type Store interface {
 	// After is the change feed: up to limit events with ID > afterID, ascending by ID, across all
 	// keys. Its cost grows with the number of events returned, never with the number of keys
 	// or the history size; when nothing is new it takes no lock and allocates nothing (it is
-	// called every 10-100 ms). limit <= 0 returns nothing.
+	// called every 10-100 ms). limit <= 0 returns nothing. An afterID above LastID
+	// returns an error wrapping ErrCursorAhead (the store was wiped or replaced
+	// since the caller read afterID; see Incarnations in the package doc).
 	After(ctx context.Context, afterID uint64, limit int) ([]Event, error)
 	// Replay returns up to limit retained events of the given keys with ID > afterID, ascending by
 	// ID (merged across keys, no duplicates if a key is listed twice).
 	Replay(ctx context.Context, keys []string, afterID uint64, limit int) ([]Event, error)
 	// Retention returns one entry per key, in order.
 	Retention(ctx context.Context, keys []string) ([]Retention, error)
-	// LastID returns the highest id assigned so far (0 when empty).
+	// LastID returns the highest id assigned so far; before the first
+	// Append of an open, the id before the next one (see Incarnations): the
+	// next id is LastID+1 within an open. 0 only for a Redis wiped while open,
+	// until its next Append.
 	LastID(ctx context.Context) (uint64, error)
 	// Ping reports whether the store is usable (for /readyz).
 	Ping(ctx context.Context) error
 	// Close flushes and closes; other methods then return ErrClosed.
 	Close() error
+}
+
+// MaxID bounds every id (2^53-1): JavaScript numbers hold ids exactly.
+// Append fails rather than hand out a larger one.
+const MaxID = 1<<53 - 1
+
+// Head is where a store's id counter stands.
+type Head struct {
+	// Epoch identifies the current incarnation (see the package doc): the
+	// first id it hands out. It changes only when the id counter restarted;
+	// ids of the incarnation are >= Epoch, ids of earlier ones < Epoch. 0 means
+	// no incarnation yet (a wiped Redis before the next Append).
+	Epoch uint64
+	// LastID is as Store.LastID. An engine following the feed from LastID
+	// sees no hole when a new incarnation starts: a store's LastID is the id
+	// before its next one from the moment it opens (0 only for a Redis wiped
+	// while open, until the next Append).
+	LastID uint64
+}
+
+// HeadReader is implemented by every store of this package. An engine that
+// outlives its store's state (a node on a shared Redis) reads Head every poll
+// or so: a new Epoch means the state it read before is gone; it announces a
+// gap to its streams and reads the feed on from Epoch-1 (or from its cursor if
+// higher). Epoch and LastID are read together, atomically.
+type HeadReader interface {
+	Head(ctx context.Context) (Head, error)
+}
+
+// idBase returns the first id of an incarnation that starts at now and knows
+// ids up to last: max(last+1, unix_ms*1000).
+func idBase(now time.Time, last uint64) uint64 {
+	ms := now.UnixMilli()
+	if ms < 0 {
+		ms = 0
+	}
+	return max(last+1, uint64(ms)*1000)
 }
 
 // Sweeper is implemented by stores that remove expired events in the
@@ -191,19 +279,18 @@ type Sweeper interface {
 	Sweep(ctx context.Context) (removed int, err error)
 }
 
-// VersionReader is implemented by stores whose version markers other programs
-// may write (the Redis store: the string <prefix><key>, e.g. written by a PHP
-// app's cache). The engine polls it for the keys that have subscribers and
-// pokes a key whose marker changed to a value it did not see in the feed.
+// VersionReader is implemented by stores that can watch keys other programs
+// write (the Redis store: the string <watch prefix><key>, e.g. an entry of a
+// PHP app's cache). The engine polls it for the keys that have subscribers
+// and pokes a key whose value changed. The store never writes those keys.
 type VersionReader interface {
-	// Versions returns the version marker of each key, in order: the
-	// decimal id of the key's newest event when sseloop wrote it last, any
-	// other value when another program did, "" when there is none.
+	// Versions returns the value of each key's watched key, in order, ""
+	// when there is none (or nothing is watched).
 	Versions(ctx context.Context, keys []string) ([]string, error)
 }
 
 // Claimer is implemented by stores shared by several nodes, so that one change
-// seen by all of them (a direct poke: a new version marker value) is handled
+// seen by all of them (a direct poke: a new value of a watched key) is handled
 // by one: the node that wins the claim fetches the data source and appends
 // the event, the others leave it to the feed.
 type Claimer interface {
@@ -228,6 +315,18 @@ var (
 	// ErrLocked means another Store (in this process or another) has the
 	// file open: buntdb files cannot be shared.
 	ErrLocked = errors.New("store: file in use")
+	// ErrCursorAhead is returned (wrapped) by After for an afterID above the
+	// store's LastID: the store lost the events up to afterID (a new
+	// incarnation, see the package doc). Read Head and restart the cursor.
+	ErrCursorAhead = errors.New("store: cursor ahead of the last id (store wiped or replaced)")
+	// ErrNotReplicated is returned by the Redis store's Append when fewer
+	// replicas than RedisConfig.WaitReplicas acknowledged the write in time
+	// (or WAIT failed): the events are on the primary (and may be
+	// delivered) but could be lost in a failover, so they are not
+	// acknowledged.
+	ErrNotReplicated = errors.New("store: write not acknowledged by enough replicas")
+	// ErrIDSpace is returned by Append when the ids would pass MaxID.
+	ErrIDSpace = errors.New("store: ids would pass 2^53-1")
 	// ErrUnknownDriver is returned by Open for a driver it does not know.
 	ErrUnknownDriver = errors.New("store: unknown driver")
 	// ErrBadSyncPolicy is returned by ParseSync for an unknown name.

@@ -150,16 +150,25 @@ func (w *Wheel) AfterFunc(d time.Duration, f func()) *Timer {
 	return t
 }
 
+// Reset arms t again, d from the wheel's current time, with the callback it
+// was last scheduled with: a Timer keeps its callback when it fires or is
+// stopped, so a caller that re-arms one timer many times (a heartbeat) binds
+// its closure once and stores no func of its own. Reset panics if t was never
+// scheduled.
+func (w *Wheel) Reset(t *Timer, d time.Duration) {
+	w.Schedule(t, d, t.f)
+}
+
 // Stop cancels t in O(1) and reports whether it was scheduled. It is safe on a
 // zero Timer, a stopped one and one that has fired. A callback may stop any
 // timer, including one due in the same Advance that has not run yet: it will
-// not run.
+// not run. t keeps its callback (see [Wheel.Reset]); the closure lives as
+// long as t.
 func (t *Timer) Stop() bool {
 	if t.w == nil {
 		return false
 	}
 	t.unlink()
-	t.f = nil // let the closure be collected
 	return true
 }
 
@@ -270,7 +279,6 @@ func (w *Wheel) fire() int {
 		}
 		f := t.f
 		t.unlink()
-		t.f = nil
 		f()
 		ran++
 	}

@@ -663,3 +663,26 @@ func testModel(t *testing.T, seed uint64) {
 		}
 	}
 }
+
+// TestResetKeepsCallback: a timer keeps its callback after it fires and
+// after Stop, so Reset re-arms it without a new closure.
+func TestResetKeepsCallback(t *testing.T) {
+	start := time.Unix(0, 0)
+	w := New(time.Millisecond, 8, start)
+	var tm Timer
+	n := 0
+	w.Schedule(&tm, time.Millisecond, func() { n++ })
+	w.Advance(start.Add(time.Millisecond))
+	w.Reset(&tm, time.Millisecond)
+	w.Advance(start.Add(2 * time.Millisecond))
+	w.Reset(&tm, time.Millisecond)
+	tm.Stop()
+	w.Reset(&tm, time.Millisecond)
+	w.Advance(start.Add(3 * time.Millisecond))
+	if n != 3 {
+		t.Fatalf("fired %d times, want 3", n)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { w.Reset(&tm, time.Millisecond); tm.Stop() }); allocs != 0 {
+		t.Fatalf("Reset allocates %v times", allocs)
+	}
+}

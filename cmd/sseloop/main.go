@@ -1,6 +1,7 @@
 // Command sseloop runs the sseloop Server-Sent Events server.
 //
 //	sseloop [--config FILE] [--print-config] [--dotted.key VALUE ...]
+//	sseloop --help | --version
 //	sseloop healthcheck [--config FILE] [--dotted.key VALUE ...]
 //	sseloop repair FILE
 //
@@ -17,6 +18,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,6 +26,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -47,22 +51,24 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if healthcheck {
 		args = args[1:]
 	}
-	cfg, opts, k, err := loadConfig(args, environ)
+	cfg, fo, err := loadConfig(args, environ, stdout)
+	if errors.Is(err, errHelp) {
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "sseloop:", err)
 		return 2
 	}
+	if fo.version {
+		fmt.Fprintln(stdout, versionLine())
+		return 0
+	}
 	if healthcheck {
 		return checkHealth(cfg.Engine.Listen, stderr)
 	}
-	if opts.printConfig {
+	if fo.printConfig {
 		// Secrets are not printed: the output ends up in tickets and logs.
-		for _, key := range []string{"auth.jwt_secret", "auth.publish_keys", "store.redis.password"} {
-			if v := k.Get(key); v != nil && fmt.Sprint(v) != "" && fmt.Sprint(v) != "[]" {
-				_ = k.Set(key, "(redacted)")
-			}
-		}
-		b, err := k.Marshal(yaml.Parser())
+		b, err := yaml.Parser().Marshal(printable(cfg))
 		if err != nil {
 			fmt.Fprintln(stderr, "sseloop:", err)
 			return 1
@@ -71,13 +77,21 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	log := newLogger(cfg.Log, stderr)
+	if len(fo.ignoredEnv) > 0 {
+		log.Debug("ignored Kubernetes service-link variables", "names", fo.ignoredEnv)
+	}
 	cfg.Engine.Logger = log
+	cfg.Engine.NoPublicMetrics = cfg.Metrics.Listen != "" && !cfg.Metrics.Public
 	if cfg.Store.Driver == "redis" {
 		cfg.Engine.DirectPoll = cfg.Store.Redis.DirectPoll
 		redis.SetLogger(redisLogger{log})
+		cfg.Engine.StartupAttrs = []any{"store", "redis", "addr", cfg.Store.Redis.Addr, "db", cfg.Store.Redis.DB,
+			"prefix", cfg.Store.Redis.Prefix}
+	} else {
+		cfg.Engine.StartupAttrs = []any{"store", cfg.Store.Driver, "path", cfg.Store.Path, "sync", cfg.Store.Sync}
 	}
-	cfg.Engine.StartupAttrs = []any{"store", cfg.Store.Driver, "path", cfg.Store.Path, "sync", cfg.Store.Sync,
-		"history_max_events", cfg.History.MaxEvents, "history_ttl", cfg.History.TTL}
+	cfg.Engine.StartupAttrs = append(cfg.Engine.StartupAttrs,
+		"history_max_events", cfg.History.MaxEvents, "history_ttl", cfg.History.TTL)
 
 	sync, err := store.ParseSync(cfg.Store.Sync)
 	if err != nil {
@@ -93,6 +107,11 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 			DB:       cfg.Store.Redis.DB,
 			Prefix:   cfg.Store.Redis.Prefix,
 			FeedLen:  cfg.Store.Redis.FeedLen,
+
+			WatchPrefix:    cfg.Store.Redis.WatchPrefix,
+			SentinelMaster: cfg.Store.Redis.Sentinel.Master,
+			SentinelAddrs:  cfg.Store.Redis.Sentinel.Addrs,
+			WaitReplicas:   cfg.Store.Redis.WaitReplicas,
 		},
 		Options: store.Options{
 			MaxEvents: cfg.History.MaxEvents,
@@ -105,6 +124,14 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		log.Error("open store", "err", err)
 		return 1
+	}
+	if rs, ok := st.(*store.Redis); ok {
+		// Never ignore store.sync silently: say what Redis really does.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		if w := rs.DurabilityWarning(ctx); w != "" {
+			log.Warn("store.sync and Redis persistence differ", "detail", w)
+		}
+		cancel()
 	}
 	eng, err := engine.New(cfg.Engine, st)
 	if err != nil {
@@ -226,4 +253,29 @@ type redisLogger struct{ l *slog.Logger }
 
 func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
 	r.l.Debug("redis: " + fmt.Sprintf(format, v...))
+}
+
+// versionLine describes this binary from its build info: module version,
+// VCS commit (and whether the tree was modified) and Go version.
+func versionLine() string {
+	version, commit, goVersion := "(devel)", "unknown", runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		goVersion = bi.GoVersion
+		dirty := false
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				commit = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if dirty {
+			commit += "-dirty"
+		}
+	}
+	return fmt.Sprintf("sseloop %s commit %s %s", version, commit, goVersion)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -50,6 +50,22 @@ type serverProcess struct {
 	addr string
 	line string // the "sseloop listening" log line
 	done chan error
+
+	mu   sync.Mutex
+	logs []string // stderr lines so far
+}
+
+// logged returns the stderr lines so far that contain s.
+func (p *serverProcess) logged(s string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, l := range p.logs {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 var listenRE = regexp.MustCompile(`msg="sseloop listening" addr=(\S+)`)
@@ -85,6 +101,9 @@ func startProcessEnv(t *testing.T, env []string, args ...string) *serverProcess 
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			p.mu.Lock()
+			p.logs = append(p.logs, sc.Text())
+			p.mu.Unlock()
 			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
 				addrc <- [2]string{m[1], sc.Text()}
 			}
@@ -133,53 +152,109 @@ func TestSigtermStopsGracefully(t *testing.T) {
 	}
 }
 
-// TestSyncAlwaysSurvivesKill9 checks the durability promise of
-// store.sync=always: every trigger answered 200 survives SIGKILL.
-func TestSyncAlwaysSurvivesKill9(t *testing.T) {
+// TestRestartedServerDeliversNewEvents restarts the default in-memory server
+// and a server whose file was deleted, then resumes with the Last-Event-ID
+// of the old process. Why: browsers resume on their own after a restart; ids
+// that started again at 1 made the stream drop every new event at or below
+// the old id, silently.
+func TestRestartedServerDeliversNewEvents(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		args  func(dir string) []string
+		reset func(dir string)
+	}{
+		{"memory", func(string) []string { return nil }, func(string) {}},
+		{"file_deleted", func(dir string) []string { return []string{"--store.path", dir + "/events.db"} },
+			func(dir string) { _ = os.Remove(dir + "/events.db") }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := startProcess(t, tt.args(dir)...)
+			var last string
+			for i := range 5 {
+				code, body := post(t, p.addr, "/trigger/k", fmt.Sprint("old ", i))
+				if code != 200 {
+					t.Fatalf("trigger: %d %s", code, body)
+				}
+				last = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(body), `{"id":"`), `"}`)
+			}
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			p.done <- <-p.done
+			tt.reset(dir)
+
+			p2 := startProcess(t, tt.args(dir)...)
+			s := openStream(t, p2.addr, "key=k&lastEventId="+last)
+			for i := range 3 {
+				if code, body := post(t, p2.addr, "/trigger/k", fmt.Sprint("new ", i)); code != 200 {
+					t.Fatalf("trigger after restart: %d %s", code, body)
+				}
+			}
+			for i := range 3 {
+				ev := s.mustNext()
+				for ev.name == "gap" {
+					ev = s.mustNext()
+				}
+				if ev.data != fmt.Sprint("new ", i) {
+					t.Fatalf("event %d after the restart = %+v, want %q", i, ev, fmt.Sprint("new ", i))
+				}
+				if id, _ := strconv.ParseUint(ev.id, 10, 64); id <= mustUint(t, last) {
+					t.Fatalf("id %s after the restart, not above %s from before", ev.id, last)
+				}
+			}
+		})
+	}
+}
+
+// TestKill9SyncAlwaysResumesWithoutGap kills a server with sync=always after
+// 30 acknowledged triggers and resumes from the 10th. Why: after a crash that
+// lost nothing, a gap event would make every client reload at once (a
+// thundering herd on the app at the worst moment); the client must get
+// exactly the 20 events it missed.
+func TestKill9SyncAlwaysResumesWithoutGap(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "events.db")
 	p := startProcess(t, "--store.path", path, "--store.sync", "always")
 	var acked []string
-	client := &http.Client{Timeout: 5 * time.Second}
-	for i := range 200 {
-		resp, err := client.Post("http://"+p.addr+fmt.Sprintf("/trigger/k%d", i%3), "text/plain", strings.NewReader(fmt.Sprint("event ", i)))
-		if err != nil {
-			t.Fatal(err)
+	for i := range 30 {
+		code, body := post(t, p.addr, "/trigger/"+[]string{"ka", "kb"}[i%2], fmt.Sprint("event ", i))
+		if code != 200 {
+			t.Fatalf("trigger %d: %d %s", i, code, body)
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("trigger %d: %d", i, resp.StatusCode)
-		}
-		var id string
-		fmt.Sscanf(string(b), `{"id":"%s`, &id)
-		acked = append(acked, strings.TrimSuffix(id, `"}`))
+		acked = append(acked, strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(body), `{"id":"`), `"}`))
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-p.done
-	p.done <- nil
+	p.done <- <-p.done
 
 	p2 := startProcess(t, "--store.path", path, "--store.sync", "always")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+p2.addr+"/events?key=k0&key=k1&key=k2&lastEventId=0", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	var got []string
-	for len(got) < len(acked) && sc.Scan() {
-		if id, ok := strings.CutPrefix(sc.Text(), "id: "); ok {
-			got = append(got, id)
+	s := openStream(t, p2.addr, "key=ka&key=kb&lastEventId="+acked[9])
+	for i := 10; i < 30; i++ {
+		ev := s.mustNext()
+		if ev.name == "gap" {
+			t.Fatalf("gap after a kill -9 that lost nothing: %+v", ev)
+		}
+		if ev.id != acked[i] || ev.data != fmt.Sprint("event ", i) {
+			t.Fatalf("event %d after resuming = %+v, want id %s", i, ev, acked[i])
 		}
 	}
-	if strings.Join(got, ",") != strings.Join(acked, ",") {
-		t.Fatalf("after kill -9 replay has %d of %d acknowledged events\n got %v\nwant %v", len(got), len(acked), got, acked)
-	}
+	s.expectQuiet(200 * time.Millisecond)
 }
+
+func mustUint(t *testing.T, s string) uint64 {
+	t.Helper()
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		t.Fatalf("id %q: %v", s, err)
+	}
+	return n
+}
+
+// The durability of store.sync=always is tested in the store package
+// (TestSyncAlwaysFsyncsBeforeAppendReturns records write -> fsync -> return;
+// a kill -9 here passed even with sync=never, as the page cache survives a
+// killed process) and TestKill9SyncAlwaysNoFalseGap (a real kill -9).
 
 // TestMetricsOnSeparateListener scrapes metrics.listen, the internal port an
 // operator points Prometheus at.

@@ -180,22 +180,24 @@ func TestReusePortNodesShareOnePort(t *testing.T) {
 	}
 }
 
-// TestDirectPokeFromAppCacheWrite writes <prefix><key> the way a PHP app's
-// Redis cache does. Why: the classic recipe's apps already write a timestamp
-// there; sseloop must turn that into exactly one poke, whatever the number
-// of nodes.
+// TestDirectPokeFromAppCacheWrite writes <watch_prefix><key> the way a PHP
+// app's Redis cache does (SET with an expiry). Why: the classic recipe's apps
+// already write a timestamp there; sseloop must turn that into exactly one
+// poke, whatever the number of nodes, and leave the app's key exactly as the
+// app wrote it: the app's cache is the app's.
 func TestDirectPokeFromAppCacheWrite(t *testing.T) {
 	srv := redistest.Start(t)
-	prefix := newRedisPrefix()
-	args := append(redisArgs(srv, prefix), "--store.redis.direct_poll", "100ms")
+	prefix, watch := newRedisPrefix(), "cake_"+newRedisPrefix()
+	args := append(redisArgs(srv, prefix), "--store.redis.direct_poll", "100ms", "--store.redis.watch_prefix", watch)
 	a, b := startProcess(t, args...), startProcess(t, args...)
 	sa, sb := openStream(t, a.addr, "key=user:7"), openStream(t, b.addr, "key=user:7")
-	// Let each node read a baseline of the marker first.
+	// Let each node read a baseline of the watched key first.
 	time.Sleep(300 * time.Millisecond)
 	rc := srv.Client(t)
+	var v string
 	for round := range 2 {
-		v := strconv.FormatFloat(float64(time.Now().UnixMicro())/1e6, 'f', 4, 64)
-		if err := rc.Set(t.Context(), prefix+"user:7", v, 0).Err(); err != nil {
+		v = strconv.FormatFloat(float64(time.Now().UnixMicro())/1e6, 'f', 4, 64)
+		if err := rc.Set(t.Context(), watch+"user:7", v, time.Hour).Err(); err != nil {
 			t.Fatal(err)
 		}
 		for _, s := range []*stream{sa, sb} {
@@ -208,14 +210,46 @@ func TestDirectPokeFromAppCacheWrite(t *testing.T) {
 	// One poke per write, not one per node.
 	sa.expectQuiet(500 * time.Millisecond)
 	sb.expectQuiet(100 * time.Millisecond)
-	// sseloop's own markers are not pokes: a trigger gives exactly one event.
+	// A trigger gives exactly one event.
 	if code, _ := post(t, a.addr, "/trigger/user:7", "real"); code != 200 {
 		t.Fatal("trigger failed")
 	}
-	if ev := sb.mustNext(); ev.data != "real" {
-		t.Fatalf("got %+v", ev)
+	for _, s := range []*stream{sa, sb} {
+		if ev := s.mustNext(); ev.data != "real" {
+			t.Fatalf("got %+v", ev)
+		}
 	}
 	sb.expectQuiet(500 * time.Millisecond)
+	// The app's key is exactly what the app wrote: value and expiry.
+	if got, err := rc.Get(t.Context(), watch+"user:7").Result(); err != nil || got != v {
+		t.Errorf("app key = %q, %v; want %q as written", got, err, v)
+	}
+	if ttl, err := rc.TTL(t.Context(), watch+"user:7").Result(); err != nil || ttl <= 0 || ttl > time.Hour {
+		t.Errorf("app key TTL = %v, %v; want the app's expiry kept", ttl, err)
+	}
+	if keys, _ := rc.Keys(t.Context(), watch+"*").Result(); len(keys) != 1 {
+		t.Errorf("keys under the watch prefix: %q, want only the app's", keys)
+	}
+	// The app clears its cache (CakePHP's Cache::clear(): KEYS prefix* and
+	// DEL): replay and delivery go on.
+	keys, _ := rc.Keys(t.Context(), watch+"*").Result()
+	if err := rc.Del(t.Context(), keys...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := post(t, b.addr, "/trigger/user:7", "after clear"); code != 200 {
+		t.Fatal("trigger after the app's cache clear failed")
+	}
+	if ev := sa.mustNext(); ev.data != "after clear" {
+		t.Fatalf("after the app's cache clear got %+v", ev)
+	}
+	replay := openStream(t, b.addr, "key=user:7&lastEventId=0")
+	var got []string
+	for len(got) < 4 {
+		got = append(got, replay.mustNext().data)
+	}
+	if got[2] != "real" || got[3] != "after clear" {
+		t.Fatalf("replay after the app's cache clear: %q", got)
+	}
 }
 
 // TestDataSourceFetchedOncePerChange configures a source for user:* and
@@ -244,7 +278,7 @@ func TestDataSourceFetchedOncePerChange(t *testing.T) {
 	}
 	srv := redistest.Start(t)
 	prefix := newRedisPrefix()
-	args := append(redisArgs(srv, prefix), "--config", cfgFile, "--store.redis.direct_poll", "100ms")
+	args := append(redisArgs(srv, prefix), "--config", cfgFile, "--store.redis.direct_poll", "100ms", "--store.redis.watch_prefix", "app_"+prefix)
 	a, b := startProcess(t, args...), startProcess(t, args...)
 	sa, sb := openStream(t, a.addr, "key=user:1&key=user:broken&key=other"), openStream(t, b.addr, "key=user:1")
 
@@ -262,7 +296,7 @@ func TestDataSourceFetchedOncePerChange(t *testing.T) {
 
 	// A direct cache write: both nodes see it, one fetches.
 	time.Sleep(300 * time.Millisecond) // baseline read
-	if err := srv.Client(t).Set(t.Context(), prefix+"user:1", "1700000000.5", 0).Err(); err != nil {
+	if err := srv.Client(t).Set(t.Context(), "app_"+prefix+"user:1", "1700000000.5", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []*stream{sa, sb} {
@@ -337,5 +371,97 @@ func TestRedisOutageTriggers503AndRecovers(t *testing.T) {
 		if ev := r.mustNext(); ev.data != fmt.Sprint("before ", i) {
 			t.Fatalf("replay %d: %+v", i, ev)
 		}
+	}
+}
+
+// TestRedisWipeUnderRunningNodes flushes Redis (as a restart without
+// persistence or an app's FLUSHDB would) under two running nodes. Why: ids
+// restarting at 1 made every node deliver nothing, to old and new
+// subscribers, until the id passed its old high-water mark.
+func TestRedisWipeUnderRunningNodes(t *testing.T) {
+	srv := redistest.Start(t)
+	args := redisArgs(srv, newRedisPrefix())
+	a, b := startProcess(t, args...), startProcess(t, args...)
+	sa, sb := openStream(t, a.addr, "key=k"), openStream(t, b.addr, "key=k")
+	if code, _ := post(t, a.addr, "/trigger/k", "before"); code != 200 {
+		t.Fatal("trigger failed")
+	}
+	for _, s := range []*stream{sa, sb} {
+		if ev := s.mustNext(); ev.data != "before" {
+			t.Fatalf("got %+v", ev)
+		}
+	}
+	if err := srv.Client(t).FlushAll(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if code, body := post(t, []string{a.addr, b.addr}[i%2], "/trigger/k", fmt.Sprint("after ", i)); code != 200 {
+			t.Fatalf("trigger after the wipe: %d %s", code, body)
+		}
+	}
+	fresh := openStream(t, b.addr, "key=k")
+	if code, _ := post(t, a.addr, "/trigger/k", "after 3"); code != 200 {
+		t.Fatal("trigger failed")
+	}
+	for _, s := range []*stream{sa, sb} {
+		for i := range 4 {
+			ev := s.mustNext()
+			for ev.name == "gap" { // lost state may be announced; never a silent hole
+				t.Logf("gap: %s", ev.data)
+				ev = s.mustNext()
+			}
+			if ev.data != fmt.Sprint("after ", i) {
+				t.Fatalf("event %d after the wipe = %+v", i, ev)
+			}
+		}
+	}
+	// The new subscriber joined live: it gets what its node delivers from
+	// then on (some of the earlier events, if the node had not read them
+	// yet), ending with the last.
+	for i := 0; ; i++ {
+		ev := fresh.mustNext()
+		if ev.data == "after 3" {
+			break
+		}
+		if i == 4 {
+			t.Fatalf("a new subscriber after the wipe got %+v, not the new event", ev)
+		}
+	}
+}
+
+// TestRedisSyncSettingIsNeverIgnored starts a node with store.sync=always on
+// a Redis without an append-only file. Why: store.sync used to be ignored for
+// Redis silently; an operator asking for durability must be told Redis does
+// not provide it.
+func TestRedisSyncSettingIsNeverIgnored(t *testing.T) {
+	srv := redistest.Start(t) // appendonly no
+	p := startProcess(t, append(redisArgs(srv, newRedisPrefix()), "--store.sync", "always")...)
+	if w := p.logged("store.sync and Redis persistence differ"); len(w) != 1 || !strings.Contains(w[0], "appendonly") {
+		t.Fatalf("start-up warnings: %q, want one about appendonly", w)
+	}
+	aof := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	q := startProcess(t, append(redisArgs(aof, newRedisPrefix()), "--store.sync", "always")...)
+	if w := q.logged("store.sync and Redis persistence differ"); len(w) != 0 {
+		t.Fatalf("warned although Redis fsyncs every write: %q", w)
+	}
+}
+
+// TestNodeFindsPrimaryThroughSentinel configures only the sentinel. Why: the
+// store.redis.sentinel keys must reach the store (addr is then unused).
+func TestNodeFindsPrimaryThroughSentinel(t *testing.T) {
+	primary := redistest.Start(t)
+	sentinels := redistest.StartSentinels(t, "sseloop-node", primary, 1)
+	p := startProcess(t, "--store.driver", "redis", "--store.redis.addr", "127.0.0.1:1",
+		"--store.redis.prefix", newRedisPrefix(), "--poll", "50ms",
+		"--store.redis.sentinel.master", "sseloop-node", "--store.redis.sentinel.addrs", strings.Join(sentinels, ","))
+	s := openStream(t, p.addr, "key=k")
+	if code, body := post(t, p.addr, "/trigger/k", "via sentinel"); code != 200 {
+		t.Fatalf("trigger: %d %s", code, body)
+	}
+	if ev := s.mustNext(); ev.data != "via sentinel" {
+		t.Fatalf("got %+v", ev)
+	}
+	if n, err := primary.Client(t).DBSize(t.Context()).Result(); err != nil || n == 0 {
+		t.Fatalf("the primary holds %d keys (%v): the node did not write there", n, err)
 	}
 }

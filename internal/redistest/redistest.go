@@ -118,3 +118,45 @@ func (s *Server) Signal(sig os.Signal) error {
 	}
 	return s.cmd.Process.Signal(sig)
 }
+
+// Port is the server's port.
+func (s *Server) Port() int { return s.port }
+
+// StartSentinels starts n redis-sentinel processes on free loopback ports
+// that monitor primary as master (quorum n/2+1, down after 1 s) and returns
+// their addresses. It skips the test if redis-sentinel is not installed,
+// unless SSELOOPTEST_REQUIRE_EXTERNAL=1.
+func StartSentinels(t testing.TB, master string, primary *Server, n int) []string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-sentinel")
+	if err != nil {
+		if os.Getenv("SSELOOPTEST_REQUIRE_EXTERNAL") == "1" {
+			t.Fatal("redis-sentinel not installed (SSELOOPTEST_REQUIRE_EXTERNAL=1)")
+		}
+		t.Skip("redis-sentinel not installed: apt-get install redis-sentinel")
+	}
+	var addrs []string
+	for i := range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		dir := t.TempDir()
+		conf := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\n"+
+			"sentinel monitor %s 127.0.0.1 %d %d\n"+
+			"sentinel down-after-milliseconds %s 1000\n"+
+			"sentinel failover-timeout %s 5000\n",
+			port, dir, master, primary.port, n/2+1, master, master)
+		path := fmt.Sprintf("%s/sentinel-%d.conf", dir, i)
+		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s := &Server{bin: bin, port: port, dir: dir, args: []string{path}}
+		s.Start(t)
+		t.Cleanup(func() { s.Kill(t) })
+		addrs = append(addrs, s.Addr())
+	}
+	return addrs
+}

@@ -1,5 +1,7 @@
 // Package storetest is the contract suite that every store.Store
-// implementation runs: call Run from the implementation's tests.
+// implementation runs: call Run from the implementation's tests, and
+// RunIncarnations with a way to wipe the store's state (ids never go
+// backwards, Head, ErrCursorAhead).
 //
 // The suite drives time through a fake clock (Options.Now) and disables the
 // background sweeper (Options.SweepInterval < 0); when the store implements
@@ -72,6 +74,8 @@ func Run(t *testing.T, open func(t *testing.T, opts store.Options) store.Store) 
 		{"concurrent_append", s.testConcurrentAppend},
 		{"data_roundtrip", s.testRoundTrip},
 		{"returned_data_is_a_copy", s.testCopies},
+		{"mercure_fields_roundtrip", s.testMercureFields},
+		{"resolve_pub_id", s.testResolveID},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, tt.fn)
@@ -189,9 +193,9 @@ func wantEvents(t *testing.T, what string, got, want []store.Event) {
 	}
 	for i := range got {
 		g, w := got[i], want[i]
-		if g.Key != w.Key || g.Name != w.Name || !bytes.Equal(g.Data, w.Data) || g.Time != w.Time {
-			t.Fatalf("%s: event %d = {%q %q %q %d}, want {%q %q %q %d}",
-				what, g.ID, g.Key, g.Name, g.Data, g.Time, w.Key, w.Name, w.Data, w.Time)
+		if g.Key != w.Key || g.Name != w.Name || !bytes.Equal(g.Data, w.Data) || g.Time != w.Time ||
+			!slices.Equal(g.Topics, w.Topics) || g.Private != w.Private || g.Retry != w.Retry || g.PubID != w.PubID {
+			t.Fatalf("%s: event %d = %+v, want %+v", what, g.ID, g, w)
 		}
 	}
 }
@@ -206,10 +210,26 @@ func filterKeys(evs []store.Event, keys ...string) []store.Event {
 	return out
 }
 
+// emptyLastID is the LastID of a store that handed out no id: the one before
+// its epoch (0 when it has none yet, as a fresh Redis).
+func emptyLastID(t *testing.T, st store.Store) uint64 {
+	t.Helper()
+	hr, ok := st.(store.HeadReader)
+	if !ok {
+		return 0
+	}
+	h, err := hr.Head(ctx)
+	if err != nil {
+		t.Fatalf("Head: %v", err)
+	}
+	return max(h.Epoch, 1) - 1
+}
+
 func (s suite) testEmpty(t *testing.T) {
 	st, _ := s.newStore(t, store.Options{})
-	if id := lastID(t, st); id != 0 {
-		t.Errorf("LastID = %d, want 0", id)
+	empty := emptyLastID(t, st)
+	if id := lastID(t, st); id != empty {
+		t.Errorf("LastID = %d, want %d", id, empty)
 	}
 	if evs := after(t, st, 0, 10); len(evs) != 0 {
 		t.Errorf("After = %v, want none", evs)
@@ -226,8 +246,14 @@ func (s suite) testEmpty(t *testing.T) {
 	if err := st.Append(ctx, nil); err != nil {
 		t.Errorf("Append(nil): %v", err)
 	}
-	if id := lastID(t, st); id != 0 {
-		t.Errorf("LastID after empty Append = %d, want 0", id)
+	if id := lastID(t, st); id != empty {
+		t.Errorf("LastID after empty Append = %d, want %d", id, empty)
+	}
+	if evs, err := st.After(ctx, empty+1, 10); !errors.Is(err, store.ErrCursorAhead) || len(evs) != 0 {
+		t.Errorf("After(LastID+1) = %v, %v; want ErrCursorAhead", evs, err)
+	}
+	if e := appendOne(t, st, "a", "x"); e.ID != empty+1 && empty != 0 {
+		t.Errorf("first id %d, want LastID+1 = %d", e.ID, empty+1)
 	}
 }
 
@@ -334,13 +360,16 @@ func (s suite) testAfter(t *testing.T) {
 		{"next_page", all[2].ID, 3, all[3:6]},
 		{"middle", all[4].ID, 100, all[5:]},
 		{"caught_up", last, 100, nil},
-		{"beyond_last", last + 100, 100, nil},
 		{"limit_zero", 0, 0, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			wantEvents(t, "After", after(t, st, tt.afterID, tt.limit), tt.want)
 		})
+	}
+	// An afterID above LastID is a cursor from a store state that is gone.
+	if evs, err := st.After(ctx, last+100, 100); !errors.Is(err, store.ErrCursorAhead) || len(evs) != 0 {
+		t.Errorf("After(LastID+100) = %v, %v; want ErrCursorAhead", evs, err)
 	}
 	// Paging through with a small limit yields everything exactly once.
 	var paged []store.Event
@@ -775,5 +804,141 @@ func (s suite) testCopies(t *testing.T) {
 	}
 	if string(got[1].Data) != "second" {
 		t.Fatalf("appending to one returned Data overwrote the next: %q", got[1].Data)
+	}
+}
+
+// Wipe destroys a store's state the way a crash or an operator does (restart
+// a memory store, delete a file, FLUSHALL a Redis) and returns the store to
+// use after it: a new one opened with opts, or st itself when the store
+// outlives its state (a Redis store of a running node).
+type Wipe func(t *testing.T, st store.Store, opts store.Options) store.Store
+
+// RunIncarnations runs the tests of ids across incarnations (see the store
+// package doc). open is as for Run; the stores must implement
+// store.HeadReader.
+func RunIncarnations(t *testing.T, open func(t *testing.T, opts store.Options) store.Store, wipe Wipe) {
+	s := suite{open: open}
+	t.Run("ids_never_go_backwards_after_wipe", func(t *testing.T) { s.testWipe(t, wipe) })
+	t.Run("epoch_stable_within_incarnation", s.testEpochStable)
+	t.Run("ids_follow_the_wall_clock_below_2^53", s.testRealClock)
+}
+
+func head(t *testing.T, st store.Store) store.Head {
+	t.Helper()
+	hr, ok := st.(store.HeadReader)
+	if !ok {
+		t.Fatalf("%T does not implement store.HeadReader", st)
+	}
+	h, err := hr.Head(ctx)
+	if err != nil {
+		t.Fatalf("Head: %v", err)
+	}
+	return h
+}
+
+// contiguous fails unless evs have ids first, first+1, ...
+func contiguous(t *testing.T, what string, evs []store.Event) {
+	t.Helper()
+	for i := 1; i < len(evs); i++ {
+		if evs[i].ID != evs[i-1].ID+1 {
+			t.Fatalf("%s: ids %v not contiguous", what, ids(evs))
+		}
+	}
+}
+
+// A wiped store's caller can tell (a new Epoch, or ErrCursorAhead for its
+// cursor), and new ids are above every id handed out before, contiguous, and
+// below 2^53, with no old event served as new.
+func (s suite) testWipe(t *testing.T, wipe Wipe) {
+	opts := store.Options{}
+	st, clock := s.newStore(t, opts)
+	old := appendBatch(t, st, "a", "b", "a")
+	old = append(old, appendBatch(t, st, "b", "c")...)
+	contiguous(t, "before the wipe", old)
+	h1 := head(t, st)
+	cursor := old[len(old)-1].ID
+	if h1.Epoch == 0 || h1.Epoch > old[0].ID || h1.LastID != cursor {
+		t.Fatalf("Head = %+v before the wipe, want Epoch in (0, %d] and LastID %d", h1, old[0].ID, cursor)
+	}
+
+	// A restart takes at least a millisecond; a Redis node remembers the ids
+	// it saw anyway.
+	clock.Advance(time.Millisecond)
+	opts.Now, opts.SweepInterval = clock.Now, -1
+	st2 := wipe(t, st, opts)
+	if st2 != st {
+		t.Cleanup(func() { _ = st2.Close() })
+	}
+	h2 := head(t, st2)
+	if h2.Epoch == h1.Epoch {
+		t.Errorf("Head after the wipe = %+v: same epoch as before (%+v)", h2, h1)
+	}
+	// The follower's cursor: either no event and ErrCursorAhead, or no event
+	// (the store starts above it).
+	evs, err := st2.After(ctx, cursor, 10)
+	if len(evs) != 0 || (err != nil && !errors.Is(err, store.ErrCursorAhead)) {
+		t.Errorf("After(old cursor) on the wiped store = %v, %v; want nothing (or ErrCursorAhead)", ids(evs), err)
+	}
+	if err == nil && h2.LastID < cursor {
+		t.Errorf("After(%d) returned no error though LastID %d is below it", cursor, h2.LastID)
+	}
+	if errors.Is(err, store.ErrCursorAhead) && h2.LastID >= cursor {
+		t.Errorf("After(%d) = ErrCursorAhead though LastID is %d", cursor, h2.LastID)
+	}
+
+	nu := appendBatch(t, st2, "a", "b")
+	nu = append(nu, appendOne(t, st2, "a", "x"))
+	contiguous(t, "after the wipe", nu)
+	if nu[0].ID <= cursor {
+		t.Fatalf("first id after the wipe %d, not above the last before it %d", nu[0].ID, cursor)
+	}
+	if nu[len(nu)-1].ID > store.MaxID {
+		t.Errorf("id %d above 2^53-1", nu[len(nu)-1].ID)
+	}
+	h3 := head(t, st2)
+	if h3.Epoch == h1.Epoch || h3.Epoch > nu[0].ID || h3.Epoch <= cursor || h3.LastID != nu[len(nu)-1].ID {
+		t.Errorf("Head after new events = %+v, want an epoch in (%d, %d] and LastID %d", h3, cursor, nu[0].ID, nu[len(nu)-1].ID)
+	}
+	// Nothing from before the wipe is served, from the old cursor or from 0.
+	wantEvents(t, "Replay from the old cursor", replay(t, st2, []string{"a", "b", "c"}, cursor, 100), nu)
+	wantEvents(t, "Replay from 0", replay(t, st2, []string{"a", "b", "c"}, 0, 100), nu)
+	if h2.LastID <= cursor {
+		// A follower restarting from Epoch-1 reads exactly the new events.
+		wantEvents(t, "After(Epoch-1)", after(t, st2, h3.Epoch-1, 100), nu)
+	} else {
+		wantEvents(t, "After(old cursor)", after(t, st2, cursor, 100), nu)
+	}
+}
+
+// Head's epoch stays while events are appended, swept and trimmed; LastID
+// moves with them.
+func (s suite) testEpochStable(t *testing.T) {
+	st, clock := s.newStore(t, store.Options{MaxEvents: 2, TTL: time.Minute})
+	h0 := head(t, st)
+	evs := appendBatch(t, st, "a", "a", "a", "b")
+	h1 := head(t, st)
+	if h1.Epoch == 0 || (h0.Epoch != 0 && h0.Epoch != h1.Epoch) || h1.LastID != evs[3].ID {
+		t.Fatalf("Head = %+v then %+v, want one epoch and LastID %d", h0, h1, evs[3].ID)
+	}
+	if h0.Epoch != 0 && (evs[0].ID != h0.Epoch || h0.LastID != h0.Epoch-1) {
+		t.Errorf("first id %d, Head before it %+v: want the epoch, and LastID the id before", evs[0].ID, h0)
+	}
+	clock.Advance(2 * time.Minute)
+	sweep(t, st)
+	more := appendBatch(t, st, "c")
+	if h := head(t, st); h.Epoch != h1.Epoch || h.LastID != more[0].ID || more[0].ID != evs[3].ID+1 {
+		t.Errorf("Head after a sweep and an Append = %+v (id %d), want epoch %d and contiguous ids", h, more[0].ID, h1.Epoch)
+	}
+}
+
+// With the real clock the first id is about unix_ms*1000, below 2^53.
+func (s suite) testRealClock(t *testing.T) {
+	before := uint64(time.Now().UnixMilli()) * 1000
+	st := s.open(t, store.Options{SweepInterval: -1})
+	t.Cleanup(func() { _ = st.Close() })
+	e := appendOne(t, st, "a", "x")
+	after := uint64(time.Now().UnixMilli()+1) * 1000
+	if e.ID < before || e.ID > after || e.ID > store.MaxID {
+		t.Errorf("first id %d with the real clock, want in [%d, %d] and below %d", e.ID, before, after, uint64(store.MaxID))
 	}
 }

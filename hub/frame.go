@@ -1,6 +1,7 @@
-package engine
+package hub
 
 import (
+	"github.com/sseloop/sseloop/store"
 	"strconv"
 	"unicode/utf8"
 )
@@ -86,4 +87,32 @@ func appendJSONString(dst []byte, s string) []byte {
 		i += size
 	}
 	return append(dst, '"')
+}
+
+// appendEventFrame encodes ev, rendering a poke (empty data) as its JSON.
+func appendEventFrame(dst []byte, ev *store.Event, scratch *[]byte) []byte {
+	data := ev.Data
+	if len(data) == 0 {
+		*scratch = AppendPoke((*scratch)[:0], ev.Key, ev.ID, ev.Time)
+		data = *scratch
+	}
+	return AppendFrame(dst, ev.ID, ev.Name, data)
+}
+
+// AppendGap appends the event named "gap" that tells a stream it missed
+// events of keys: {"keys":["a","b"],"oldest":"81"}, where oldest is the
+// oldest id still retained among them ("0" when nothing is). It has no id
+// field, so it does not move the client's Last-Event-ID; the app re-syncs
+// instead of silently missing data.
+func AppendGap(dst []byte, keys []string, oldest uint64) []byte {
+	dst = append(dst, "event: gap\ndata: {\"keys\":["...)
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONString(dst, k)
+	}
+	dst = append(dst, `],"oldest":"`...)
+	dst = strconv.AppendUint(dst, oldest, 10)
+	return append(dst, "\"}\n\n"...)
 }

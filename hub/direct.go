@@ -1,8 +1,7 @@
-package engine
+package hub
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"github.com/sseloop/sseloop/store"
@@ -15,23 +14,24 @@ const directClaimTTL = 10 * time.Minute
 // versionChunk bounds the keys of one MGET.
 const versionChunk = 1000
 
-// runDirect watches the version markers of the keys that have subscribers
-// here, for stores that expose them (Redis: <prefix><key>). Any program that
-// writes a new value there (a PHP app's Cache::write($key, microtime(true))
-// on a Redis cache with the same prefix) makes the key's subscribers get a
-// poke within about DirectPoll. Every node sees the change; the one that
+// runDirect watches the application keys of the keys that have subscribers
+// here, for stores that expose them (Redis: <watch_prefix><key>, read only).
+// Any program that writes a new value there (a PHP app's
+// Cache::write($key, microtime(true)) on a Redis cache whose prefix is the
+// watch prefix) makes the key's subscribers get a poke within about
+// DirectPoll. Every node sees the change; the one that
 // wins the store's claim publishes the poke (and runs the data source), so
 // there is one event per change, not one per node.
 //
 // Cost: one MGET per DirectPoll for every key with a subscriber on this node
 // (in chunks of 1,000). DirectPoll 0 turns it off.
-func (e *Engine) runDirect(ctx context.Context) {
-	vr, ok := e.st.(store.VersionReader)
-	cl, ok2 := e.st.(store.Claimer)
-	if !ok || !ok2 || e.cfg.DirectPoll <= 0 {
+func (h *Hub) runDirect(ctx context.Context) {
+	vr, ok := h.st.(store.VersionReader)
+	cl, ok2 := h.st.(store.Claimer)
+	if !ok || !ok2 || h.cfg.DirectPoll <= 0 {
 		return
 	}
-	t := time.NewTicker(e.cfg.DirectPoll)
+	t := time.NewTicker(h.cfg.DirectPoll)
 	defer t.Stop()
 	known := map[string]string{}
 	for {
@@ -40,7 +40,7 @@ func (e *Engine) runDirect(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		keys := e.interest.keys()
+		keys := h.interest.keys()
 		next := make(map[string]string, len(keys))
 		var changed []string
 		var err error
@@ -49,7 +49,7 @@ func (e *Engine) runDirect(ctx context.Context) {
 			keys = keys[len(chunk):]
 			var vals []string
 			if vals, err = vr.Versions(ctx, chunk); err != nil {
-				e.log.Debug("direct pokes: read versions", "err", err)
+				h.log.Debug("direct pokes: read versions", "err", err)
 				break
 			}
 			for i, k := range chunk {
@@ -67,27 +67,19 @@ func (e *Engine) runDirect(ctx context.Context) {
 		if len(changed) == 0 {
 			continue
 		}
-		// sseloop writes the id of a key's newest event as its marker: a
-		// decimal integer no greater than the last id is ours, not a poke.
-		last, err := e.st.LastID(ctx)
-		if err != nil {
-			continue
-		}
+		// The watched keys are the app's alone: every change is a poke.
 		var evs []store.Event
 		for _, k := range changed {
 			v := known[k]
-			if id, err := strconv.ParseUint(v, 10, 64); err == nil && id <= last {
-				continue
-			}
 			won, err := cl.Claim(ctx, k, v, directClaimTTL)
 			if err != nil || !won {
 				continue
 			}
-			e.m.directPokes.Inc()
+			h.m.directPokes.Inc()
 			evs = append(evs, store.Event{Key: k})
 		}
-		if len(evs) > 0 {
-			e.publishInternal(ctx, evs)
+		if len(evs) > 0 && !h.Publish(&Publication{Events: evs}) {
+			h.log.Warn("direct pokes dropped: publish queue full", "keys", len(evs))
 		}
 	}
 }
