@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -40,6 +41,13 @@ func integrityFile(t *testing.T, opts store.Options, crash bool) ([]byte, []stor
 			lastTx = int(fi.Size())
 		}
 		ev := []store.Event{{Key: fmt.Sprint("k", i%3), Name: fmt.Sprint("n", i), Data: fmt.Appendf(nil, "ev%02d", i)}}
+		if i%4 == 1 {
+			// Mercure fields (in the name slot) and a PubID index entry.
+			ev[0].Topics = []string{fmt.Sprint("t", i)}
+			ev[0].Private = i%8 == 1
+			ev[0].Retry = int64(i)
+			ev[0].PubID = fmt.Sprint("urn:p", i)
+		}
 		if err := b.Append(bg, ev); err != nil {
 			t.Fatal(err)
 		}
@@ -80,10 +88,25 @@ func checkDelivery(t *testing.T, s store.Store, all []store.Event, mayVanish uin
 		if !ok {
 			t.Fatalf("%s: delivered an event with unknown id %d: %+v", what, g.ID, g)
 		}
-		if g.Key != w.Key || g.Name != w.Name || !bytes.Equal(g.Data, w.Data) || g.Time != w.Time {
+		if g.Key != w.Key || g.Name != w.Name || !bytes.Equal(g.Data, w.Data) || g.Time != w.Time ||
+			!slices.Equal(g.Topics, w.Topics) || g.Private != w.Private || g.Retry != w.Retry || g.PubID != w.PubID {
 			t.Fatalf("%s: delivered event %d as %+v, published as %+v", what, g.ID, g, w)
 		}
 		delivered[g.ID] = true
+	}
+	// A PubID resolves to the event that has it, or (its index entry lost)
+	// to nothing: never to another event.
+	for _, w := range all {
+		if w.PubID == "" {
+			continue
+		}
+		id, ok, err := s.(store.IDResolver).ResolveID(bg, w.PubID)
+		if err != nil {
+			t.Fatalf("%s: ResolveID(%s): %v", what, w.PubID, err)
+		}
+		if ok != delivered[w.ID] || ok && id != w.ID {
+			t.Fatalf("%s: ResolveID(%s) = %d, %v; want %d if delivered (%v), else nothing", what, w.PubID, id, ok, w.ID, delivered[w.ID])
+		}
 	}
 	keys := []string{"k0", "k1", "k2"}
 	ret, err := s.Retention(bg, keys)
@@ -179,6 +202,11 @@ func TestBuntDetectsEveryDamagedByte(t *testing.T) {
 					// a changed key can lose an event there, with a gap.
 					if lost := checkDelivery(t, s, all, mayVanish, what); lost != 0 && !tt.crash {
 						t.Fatalf("%s: opened without Repair and lost %d events", what, lost)
+					}
+					// Every record it read passed its checksum: load let no
+					// damaged one through.
+					if n := s.CorruptRecords(); n != 0 {
+						t.Fatalf("%s: opened without Repair, then %d records failed their checksum", what, n)
 					}
 					if err := s.Close(); err != nil {
 						t.Fatal(err)
