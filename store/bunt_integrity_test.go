@@ -26,7 +26,7 @@ func quietOptions(sync store.SyncPolicy) store.Options {
 // returns the file's bytes, the events, and the offset where the last
 // transaction starts. With crash, the file is read while the store is open,
 // as a crash leaves it; otherwise after Close.
-func integrityFile(t *testing.T, opts store.Options, crash bool) ([]byte, []store.Event, int) {
+func integrityFile(t *testing.T, opts store.Options, crash bool) ([]byte, []store.Event, int, uint64) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "src.db")
 	b := openBunt(t, path, opts)
@@ -53,6 +53,10 @@ func integrityFile(t *testing.T, opts store.Options, crash bool) ([]byte, []stor
 		}
 		all = append(all, ev[0])
 	}
+	h, err := b.Head(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !crash {
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
@@ -62,7 +66,7 @@ func integrityFile(t *testing.T, opts store.Options, crash bool) ([]byte, []stor
 	if err != nil {
 		t.Fatal(err)
 	}
-	return data, all, lastTx
+	return data, all, lastTx, h.Epoch
 }
 
 // checkDelivery checks what a store opened on a damaged copy delivers: only
@@ -179,7 +183,7 @@ func TestBuntDetectsEveryDamagedByte(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel() // mostly waiting for fsync
-			good, all, lastTx := integrityFile(t, opts, tt.crash)
+			good, all, lastTx, epoch := integrityFile(t, opts, tt.crash)
 			dir := t.TempDir()
 			path := filepath.Join(dir, "events.db")
 			var refused, opened, repaired, lostTotal int
@@ -202,6 +206,10 @@ func TestBuntDetectsEveryDamagedByte(t *testing.T) {
 					// a changed key can lose an event there, with a gap.
 					if lost := checkDelivery(t, s, all, mayVanish, what); lost != 0 && !tt.crash {
 						t.Fatalf("%s: opened without Repair and lost %d events", what, lost)
+					}
+					// The file keeps its incarnation.
+					if h, err := s.Head(bg); err != nil || h.Epoch != epoch {
+						t.Fatalf("%s: opened without Repair: Head = %+v, %v; want epoch %d", what, h, err, epoch)
 					}
 					// Every record it read passed its checksum: load let no
 					// damaged one through.
@@ -233,6 +241,11 @@ func TestBuntDetectsEveryDamagedByte(t *testing.T) {
 				}
 				repaired++
 				lostTotal += checkDelivery(t, s, all, mayVanish, what+" (repaired)")
+				// A lost epoch may only go up: a resume from an earlier
+				// incarnation must still be told of a gap.
+				if h, err := s.Head(bg); err != nil || h.Epoch < epoch {
+					t.Fatalf("%s (repaired): Head = %+v, %v; want epoch >= %d", what, h, err, epoch)
+				}
 				if err := s.Close(); err != nil {
 					t.Fatal(err)
 				}

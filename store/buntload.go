@@ -74,9 +74,11 @@ func (b *Bunt) load() error {
 		// A new incarnation, or a file from before epochs: its ids began at 1.
 		epoch = max(1, start*boolUint(empty))
 	}
-	if s.epochLost {
-		// Unknown: a new incarnation, so that a client resuming with an id
-		// of an earlier one is told of a gap (a false one at worst).
+	if s.epochLost || repairing && !empty && s.epoch == 0 {
+		// Damaged, or perhaps in a damaged record of no known form, or in
+		// cut-out framing: unknown. A new incarnation, so that a client
+		// resuming with an id of an earlier one is told of a gap (a false
+		// one at worst).
 		epoch = start
 	}
 	b.epoch = epoch
