@@ -335,3 +335,78 @@ func TestBuntDamagedIDIsNotASilentHole(t *testing.T) {
 		t.Errorf("new event got id %d, want past the damaged id 75", next[0].ID)
 	}
 }
+
+// A file as the sseloop before checksums but with incarnations and Mercure
+// fields wrote it (no seals: n:epoch, n:sync, index entries holding the
+// previous id, a PubID index entry, an event with Mercure fields), left by
+// a crash under SyncAlways: it opens, keeps its epoch, delivers everything,
+// reports only the gap its index entries record (nothing else was lost),
+// resolves the PubID, and is sealed on the way.
+func TestBuntOpensIncarnationFileWithoutChecksums(t *testing.T) {
+	opts := testOptions(SyncAlways)
+	epoch := uint64(opts.Now().UnixMilli()) * 1000
+	now := opts.Now().UnixMilli()
+	uv := func(xs ...uint64) string {
+		var b []byte
+		for _, x := range xs {
+			b = binary.AppendUvarint(b, x)
+		}
+		return string(b)
+	}
+	evs := []Event{
+		{ID: epoch, Key: "a", Name: "n", Data: []byte("a0"), Time: now},
+		{ID: epoch + 1, Key: "a", Name: "n", Data: []byte("a1"), Time: now},
+		{ID: epoch + 2, Key: "b", Name: "m", Data: []byte("b0"), Time: now,
+			Topics: []string{"urn:t"}, Private: true, Retry: 7, PubID: "urn:x"},
+	}
+	var file strings.Builder
+	file.WriteString(resp("set", keyEpoch, uv(epoch)))
+	file.WriteString(resp("set", keySync, "always"))
+	prev := map[uint64]uint64{evs[0].ID: epoch - 1, evs[1].ID: evs[0].ID, evs[2].ID: 0} // a's event before epoch was trimmed
+	for i := range evs {
+		ev := &evs[i]
+		file.WriteString(resp("set", logKey(ev.ID), string(appendEvent(nil, ev))))
+		file.WriteString(resp("set", indexKey(ev.Key, ev.ID), uv(prev[ev.ID])))
+	}
+	file.WriteString(resp("set", pubKeyBunt("urn:x"), uv(evs[2].ID)))
+	// A crash lost a's metadata update of the trim: dropped still 0.
+	file.WriteString(resp("set", metaKey("a"), uv(2, 0, evs[1].ID)))
+	file.WriteString(resp("set", metaKey("b"), uv(1, 0, evs[2].ID)))
+	path := writeCopy(t, []byte(file.String()))
+
+	b := openBunt(t, path, opts)
+	got, err := b.After(bg, 0, 10)
+	if err != nil || len(got) != len(evs) {
+		t.Fatalf("After = %v, %v; want %d events", idsOf(got), err, len(evs))
+	}
+	for i, g := range got {
+		w := evs[i]
+		if g.ID != w.ID || g.Key != w.Key || g.Name != w.Name || !bytes.Equal(g.Data, w.Data) ||
+			!slices.Equal(g.Topics, w.Topics) || g.Private != w.Private || g.Retry != w.Retry || g.PubID != w.PubID {
+			t.Errorf("event %d = %+v, want %+v", i, g, w)
+		}
+	}
+	if h, err := b.Head(bg); err != nil || h.Epoch != epoch {
+		t.Errorf("Head = %+v, %v; want epoch %d kept", h, err, epoch)
+	}
+	r := mustRetention(t, b, "a", "b", "never")
+	if r[0].Dropped != epoch-1 || r[1].Dropped != 0 || r[2].Dropped != 0 {
+		t.Errorf("Retention = %+v; want a gap before %d for a only (SyncAlways: nothing else lost)", r, evs[0].ID)
+	}
+	if id, ok, err := b.ResolveID(bg, "urn:x"); err != nil || !ok || id != evs[2].ID {
+		t.Errorf("ResolveID = %d, %v, %v; want %d", id, ok, err, evs[2].ID)
+	}
+	if err := b.db.View(func(tx *buntdb.Tx) error {
+		return tx.Ascend("", func(k, v string) bool {
+			if k != keyClean && !isSealed(v) {
+				t.Errorf("record %s is not sealed", describeRecord(k))
+			}
+			return true
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.CorruptRecords(); n != 0 {
+		t.Errorf("CorruptRecords = %d, want 0", n)
+	}
+}
