@@ -54,7 +54,7 @@ import (
 //	                           new key's dropped starts: perhaps a false gap,
 //	                           never a missed one. The sweeper raises it to the
 //	                           last id it removed (every event up to it is
-//	                           gone), repair to the last id.
+//	                           gone), repair to what may have been lost.
 //	n:last                     uvarint(last id) varint(last time). Written by
 //	                           the sweeper (which can delete the newest event)
 //	                           and by repair; otherwise the newest log record

@@ -154,6 +154,8 @@ Usage:
   sseloop [flags]              serve (see configs/sseloop.yaml for every key)
   sseloop healthcheck [flags]  GET /healthz from the server configured the same
                                way; exit 0 when it answers 200 (for containers)
+  sseloop repair FILE          drop the damaged records of a stopped server's
+                               buntdb file (keeps a copy; see store.repair)
 
 Every config key is a flag, an SSELOOP_ variable (upper case, "__" for each
 dot: SSELOOP_STORE__PATH) and a YAML key. Precedence: defaults < --config
