@@ -637,7 +637,8 @@ func (b *Bunt) appendTx(tx *buntdb.Tx, evs []Event) (uint64, error) {
 			return 0, err
 		}
 		ik := indexKey(ev.Key, id)
-		if _, _, err := tx.Set(ik, encodePrev(ik, prev), nil); err != nil {
+		b.buf = appendPrev(b.buf[:0], ik, prev)
+		if _, _, err := tx.Set(ik, string(b.buf), nil); err != nil {
 			return 0, err
 		}
 		if ev.PubID != "" {

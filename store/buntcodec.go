@@ -238,8 +238,18 @@ func decodeMeta(v string) (m keyMeta, ok bool) {
 // encodePrev returns the value of the index entry k: prev, the id of the
 // key's event before this one, sealed.
 func encodePrev(k string, prev uint64) string {
-	var buf [binary.MaxVarintLen64]byte
-	return sealString(k, binary.AppendUvarint(buf[:0], prev))
+	return string(appendPrev(nil, k, prev))
+}
+
+// appendPrev appends the value of the index entry k (see encodePrev).
+// Append encodes into its buffer: a stack array would escape to the heap
+// through hash/crc32.
+func appendPrev(dst []byte, k string, prev uint64) []byte {
+	start := len(dst)
+	dst = appendSealHeader(dst)
+	dst = binary.AppendUvarint(dst, prev)
+	sealValue(k, dst[start:])
+	return dst
 }
 
 // decodePrev decodes the body of an index entry's value: the id of the key's
