@@ -134,6 +134,10 @@ func New(cfg Config, st store.Store) (*Engine, error) {
 			return nil, err
 		}
 	}
+	// Records of the buntdb file that failed their checksum since open.
+	if c, ok := st.(interface{ CorruptRecords() uint64 }); ok {
+		e.m.set.NewGauge("sseloop_store_corrupt_records", func() float64 { return float64(c.CorruptRecords()) })
+	}
 	if e.hub, err = hub.New(hcfg, st); err != nil {
 		return nil, err
 	}

@@ -93,6 +93,7 @@ var metricHelp = map[string]string{
 	"sseloop_store_read_duration_seconds":  "Time of one change-feed read from the store.",
 	"sseloop_presence_events_total":        "Presence events sent: one per key and presence.interval whose presence changed, not per subscriber.",
 	"sseloop_presence_queries_total":       "GET /presence requests answered.",
+	"sseloop_store_corrupt_records":        "Records of the buntdb file that failed their checksum since open (dropped by store.repair, or skipped by reads).",
 	"process_open_fds":                     "Open file descriptors.",
 	"process_max_fds":                      "Limit on open file descriptors (ulimit -n).",
 }

@@ -26,7 +26,13 @@ import (
 // the caller truncates there, as buntdb's loader would. Any other damage is an
 // *aofError.
 func checkAOF(rd io.Reader) (end int64, torn bool, err error) {
-	c := aofChecker{r: bufio.NewReaderSize(rd, 64<<10)}
+	return scanAOF(rd, nil)
+}
+
+// scanAOF is checkAOF that also sets want[k], for each key k in want, to the
+// offset of the last SET or DEL of k.
+func scanAOF(rd io.Reader, want map[string]int64) (end int64, torn bool, err error) {
+	c := aofChecker{r: bufio.NewReaderSize(rd, 64<<10), want: want}
 	for {
 		start := c.off
 		b, err := c.r.ReadByte()
@@ -46,6 +52,14 @@ func checkAOF(rd io.Reader) (end int64, torn bool, err error) {
 		err = c.record()
 		switch {
 		case err == nil:
+			if want != nil && c.n >= 2 && len(c.parts[0]) >= 3 {
+				if _, ok := want[c.parts[1]]; ok {
+					switch strings.ToLower(c.parts[0][:3]) {
+					case "set", "del":
+						want[c.parts[1]] = start
+					}
+				}
+			}
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			return start, true, nil
 		default:
@@ -70,7 +84,13 @@ type aofChecker struct {
 	r     *bufio.Reader
 	off   int64 // offset of the next byte of r
 	parts [5]string
+	n     int              // parts of the last record
+	want  map[string]int64 // see scanAOF; nil when not wanted
 }
+
+// maxWantedKey is how much of a key scanAOF keeps: more than any key of the
+// layout (an index key is at most about 270 bytes).
+const maxWantedKey = 1024
 
 // maxKeptPart is how much of a part record() keeps: enough for every command
 // name and expiry argument buntdb understands.
@@ -83,13 +103,18 @@ func (c *aofChecker) record() error {
 	if err != nil {
 		return err
 	}
+	c.n = n
 	for i := range n {
 		size, err := c.number('$')
 		if err != nil {
 			return err
 		}
-		if i < len(c.parts) && size <= maxKeptPart {
-			var buf [maxKeptPart + 2]byte
+		if i < len(c.parts) && (size <= maxKeptPart || i == 1 && c.want != nil && size <= maxWantedKey) {
+			var small [maxKeptPart + 2]byte
+			buf := small[:]
+			if size > maxKeptPart {
+				buf = make([]byte, size+2)
+			}
 			if _, err := io.ReadFull(c.r, buf[:size+2]); err != nil {
 				return unexpected(err)
 			}

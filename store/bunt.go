@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -53,7 +54,7 @@ import (
 //	                           new key's dropped starts: perhaps a false gap,
 //	                           never a missed one. The sweeper raises it to the
 //	                           last id it removed (every event up to it is
-//	                           gone), repair to the last id.
+//	                           gone), repair to what may have been lost.
 //	n:last                     uvarint(last id) varint(last time). Written by
 //	                           the sweeper (which can delete the newest event)
 //	                           and by repair; otherwise the newest log record
@@ -64,6 +65,13 @@ import (
 //	                           ...), written and fsynced at open: after a
 //	                           crash, repair knows whether acknowledged events
 //	                           can have been lost.
+//	n:crc                      present once every value of the file is sealed.
+//	p<pubID>                   uvarint(id): the newest retained event whose
+//	                           Event.PubID is pubID (see IDResolver), deleted
+//	                           with that event.
+//
+// Every value above except n:clean (empty) is sealed: a magic prefix and a
+// CRC-32C of the record's key and body come first (see Integrity).
 //
 //	n:epoch                    uvarint: Head.Epoch, the first id of the file's
 //	                           incarnation, written when the file is created
@@ -76,7 +84,8 @@ import (
 // doc). A reopened file keeps its epoch and history, but every open starts
 // its ids at max(last+1, unix_ms*1000) and LastID at the id before: a file
 // restored from an older copy cannot hand out again ids that clients hold,
-// and a reader following from LastID sees no hole.//
+// and a reader following from LastID sees no hole.
+//
 // # Retention
 //
 // MaxEvents is enforced in Append's transaction: a key's oldest index entries
@@ -107,6 +116,17 @@ import (
 // nothing acknowledged can be lost, so repair raises no key's dropped except
 // where the file shows a loss; under the other policies the last second(s) of
 // events may be gone, so every key's dropped and the floor go to Epoch-1.
+//
+// # Integrity
+//
+// Every value Bunt decodes is sealed with a CRC-32C of its buntdb key and
+// body (see sealMagic). Opening a file checks every record (buntload.go): a
+// bad checksum, a key of no known form, or, in a cleanly closed file, records
+// that contradict each other fail the open with ErrCorrupt, unless
+// Options.Repair drops them (buntrepair.go; damaged framing: buntframing.go)
+// and records the loss in the metadata, so that Retention reports it. Reads
+// after open check each record they decode again and skip one that fails
+// (damagedRead).
 type Bunt struct {
 	db   *buntdb.DB
 	path string // "" for memory
@@ -142,7 +162,17 @@ type Bunt struct {
 	failed atomic.Pointer[error] // sticky fsync failure
 	bgErr  atomic.Pointer[error] // last background sweep error, nil after a success
 
+	// Records found damaged after open (see damagedRead).
+	corruptN atomic.Uint64       // CorruptRecords
+	lostAll  atomic.Uint64       // highest damaged event id: every key reports it dropped
+	badMu    sync.Mutex          //
+	bad      map[string]struct{} // buntdb keys already counted, under badMu
+
 	lock *os.File // <path>.lock, flocked while open; nil for memory
+
+	// Set by Repair at open.
+	backupPath string // the copy of the damaged file
+	framingCut bool   // damaged framing was cut out: what it held is unknown
 
 	closed atomic.Bool
 	stop   context.CancelFunc
@@ -188,7 +218,8 @@ func openSyncFile(path string) (syncFile, error) { return os.OpenFile(path, os.O
 // beside it (path + ".lock"): a second open of the same file, from this
 // process or another, fails with ErrLocked. A file whose last record was cut
 // off (a crash during a write) opens without that record; any other damage
-// fails with ErrCorrupt naming the file and the offset.
+// fails with ErrCorrupt naming the file and the offset, or with
+// Options.Repair is repaired.
 func OpenBunt(path string, opts Options) (*Bunt, error) {
 	return openBuntFile(path, opts, openSyncFile)
 }
@@ -208,7 +239,7 @@ func openBuntFile(path string, opts Options, openFile func(string) (syncFile, er
 		if b.lock, err = lockFile(path + ".lock"); err != nil {
 			return nil, fmt.Errorf("store: lock %s: %w", path, err)
 		}
-		if err := prepareFile(path); err != nil {
+		if err := b.prepareFile(); err != nil {
 			_ = b.lock.Close()
 			return nil, err
 		}
@@ -238,7 +269,10 @@ func openBuntFile(path string, opts Options, openFile func(string) (syncFile, er
 }
 
 // prepareFile checks an existing file and cuts off a torn last record.
-func prepareFile(path string) error {
+// Damaged framing fails with ErrCorrupt, or with Options.Repair is cut out
+// (repairFraming).
+func (b *Bunt) prepareFile() error {
+	path := b.path
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -247,22 +281,53 @@ func prepareFile(path string) error {
 	}
 	defer f.Close()
 	end, torn, err := checkAOF(f)
-	if err != nil {
-		var ae *aofError
-		if errors.As(err, &ae) {
-			return fmt.Errorf("%w: %s: %w: %w", ErrCorrupt, path, ae, buntdb.ErrInvalid)
-		}
+	var ae *aofError
+	switch {
+	case errors.As(err, &ae):
+	case err != nil:
 		return fmt.Errorf("store: read %s: %w", path, err)
-	}
-	if torn {
+	case torn && closedCleanly(f):
+		// The last write was Close's: nothing after it was cut off by a
+		// crash, so the record that runs past the end of the file is a
+		// damaged length, and cutting there would drop the records after it.
+		ae = &aofError{off: end, reason: "record runs past the end of a file that was closed cleanly"}
+	case torn:
 		if err := f.Truncate(end); err != nil {
 			return fmt.Errorf("store: truncate %s at its cut-off last record (offset %d): %w", path, end, err)
 		}
 		if err := f.Sync(); err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrSync, path, err)
 		}
+		return nil
+	default:
+		return nil
 	}
-	return nil
+	if !b.opts.Repair {
+		return fmt.Errorf("%w: %s: %w: %w; to cut out the damaged bytes, repair the file: start sseloop once with "+
+			"--store.repair (store.Options.Repair), which keeps a copy of the file and tells every resuming client "+
+			"about a possible gap", ErrCorrupt, path, ae, buntdb.ErrInvalid)
+	}
+	return b.repairFraming(f)
+}
+
+// cleanRecord is the record Close writes last (buntdb writes it this way).
+const cleanRecord = "*3\r\n$3\r\nset\r\n$7\r\n" + keyClean + "\r\n$0\r\n\r\n"
+
+// closedCleanly reports whether the file f ends with cleanRecord (and NUL
+// bytes, which buntdb skips).
+func closedCleanly(f *os.File) bool {
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	var buf [4096]byte
+	off := max(0, fi.Size()-int64(len(buf)))
+	n, err := f.ReadAt(buf[:fi.Size()-off], off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false
+	}
+	tail := strings.TrimRight(string(buf[:n]), "\x00")
+	return strings.HasSuffix(tail, cleanRecord)
 }
 
 // init configures buntdb and recovers the state kept outside it.
@@ -288,93 +353,16 @@ func (b *Bunt) init() error {
 			return fmt.Errorf("store: stat %s: %w", b.path, err)
 		}
 	}
-	var clean, empty bool
-	var prevSync string
-	var epoch uint64
-	err := b.db.View(func(tx *buntdb.Tx) error {
-		n, err := tx.Len()
-		if err != nil {
-			return err
-		}
-		empty = n == 0
-		if _, err := tx.Get(keyClean); err == nil {
-			clean = true
-		}
-		prevSync, _ = tx.Get(keySync)
-		if v, err := tx.Get(keyEpoch); err == nil {
-			var ok bool
-			if epoch, ok = decodeUvarint(v); !ok {
-				return b.corrupt("record " + keyEpoch)
-			}
-		}
-		if v, err := tx.Get(keyLast); err == nil {
-			id, t, ok := decodeLast(v)
-			if !ok {
-				return b.corrupt("record " + keyLast)
-			}
-			b.next, b.lastTime = id, t
-		}
-		if v, err := tx.Get(keyFloor); err == nil {
-			floor, ok := decodeUvarint(v)
-			if !ok {
-				return b.corrupt("record " + keyFloor)
-			}
-			b.floor = floor
-		}
-		var bad error
-		err = tx.DescendLessOrEqual("", logLast, func(k, v string) bool {
-			id, ok := logID(k)
-			if !ok {
-				return false // no log records
-			}
-			t, ok := eventTime(v)
-			if !ok {
-				bad = b.corruptID(id)
-				return false
-			}
-			b.next, b.lastTime = max(b.next, id), max(b.lastTime, t)
-			return false
-		})
-		if bad != nil {
-			return bad
-		}
-		return err
-	})
+	err := b.load()
 	if err != nil {
-		return b.wrap(err)
+		return err
 	}
-	unclean := b.path != "" && !empty && !clean
-	if unclean {
-		b.next += uncleanIDSkip
-	}
-	start := idBase(b.opts.Now(), b.next)
-	if start > MaxID {
-		return fmt.Errorf("%w: %s: last id %d", ErrIDSpace, b.name(), b.next)
-	}
-	if empty || epoch == 0 {
-		// A new incarnation, or a file from before epochs: its ids began at 1.
-		epoch = max(1, start*boolUint(empty))
-	}
-	b.epoch = epoch
-	if unclean {
-		// Under SyncAlways (recorded by the open that crashed) every
-		// acknowledged event is in the file; otherwise anything before the
-		// new start may have been lost.
-		var lostThrough uint64
-		if prevSync != SyncAlways.String() {
-			lostThrough = start - 1
-		}
-		if err := b.repair(lostThrough); err != nil {
-			return err
-		}
-	}
-	b.next = start - 1
 	if b.path != "" {
 		if err := b.db.Update(func(tx *buntdb.Tx) error {
-			if _, _, err := tx.Set(keyEpoch, encodeUvarint(b.epoch), nil); err != nil {
+			if _, _, err := tx.Set(keyEpoch, encodeUvarint(keyEpoch, b.epoch), nil); err != nil {
 				return err
 			}
-			if _, _, err := tx.Set(keySync, b.opts.Sync.String(), nil); err != nil {
+			if _, _, err := tx.Set(keySync, sealString(keySync, []byte(b.opts.Sync.String())), nil); err != nil {
 				return err
 			}
 			_, err := tx.Delete(keyClean)
@@ -529,14 +517,6 @@ func (b *Bunt) name() string {
 	return b.path
 }
 
-func (b *Bunt) corrupt(what string) error {
-	return fmt.Errorf("%w: %s: %s", ErrCorrupt, b.name(), what)
-}
-
-func (b *Bunt) corruptID(id uint64) error {
-	return b.corrupt(fmt.Sprintf("log record of event %d", id))
-}
-
 // cutoff returns the time at or before which events are expired.
 func (b *Bunt) cutoff() int64 {
 	if b.ttl < 0 {
@@ -636,7 +616,6 @@ func (b *Bunt) appendTx(tx *buntdb.Tx, evs []Event) (uint64, error) {
 	if id+uint64(len(evs)) > MaxID {
 		return 0, fmt.Errorf("%w: last id %d", ErrIDSpace, id)
 	}
-	var vbuf [binary.MaxVarintLen64]byte
 	for i := range evs {
 		ev := &evs[i]
 		id++
@@ -651,15 +630,20 @@ func (b *Bunt) appendTx(tx *buntdb.Tx, evs []Event) (uint64, error) {
 			ka.dropped = id
 			continue
 		}
-		b.buf = appendEvent(b.buf[:0], ev)
-		if _, _, err := tx.Set(logKey(id), string(b.buf), nil); err != nil {
+		lk := logKey(id)
+		b.buf = appendEvent(appendSealHeader(b.buf[:0]), ev)
+		sealValue(lk, b.buf)
+		if _, _, err := tx.Set(lk, string(b.buf), nil); err != nil {
 			return 0, err
 		}
-		if _, _, err := tx.Set(indexKey(ev.Key, id), string(binary.AppendUvarint(vbuf[:0], prev)), nil); err != nil {
+		ik := indexKey(ev.Key, id)
+		b.buf = appendPrev(b.buf[:0], ik, prev)
+		if _, _, err := tx.Set(ik, string(b.buf), nil); err != nil {
 			return 0, err
 		}
 		if ev.PubID != "" {
-			if _, _, err := tx.Set(pubKeyBunt(ev.PubID), encodeUvarint(id), nil); err != nil {
+			pk := pubKeyBunt(ev.PubID)
+			if _, _, err := tx.Set(pk, encodeUvarint(pk, id), nil); err != nil {
 				return 0, err
 			}
 		}
@@ -678,7 +662,8 @@ func (b *Bunt) appendTx(tx *buntdb.Tx, evs []Event) (uint64, error) {
 			m.count -= uint64(removed)
 			m.dropped = max(m.dropped, top)
 		}
-		if _, _, err := tx.Set(metaKey(ka.key), m.encode(), nil); err != nil {
+		mk := metaKey(ka.key)
+		if _, _, err := tx.Set(mk, b.encodeMeta(mk, m), nil); err != nil {
 			return 0, err
 		}
 	}
@@ -688,20 +673,107 @@ func (b *Bunt) appendTx(tx *buntdb.Tx, evs []Event) (uint64, error) {
 
 // meta reads the metadata of key. A key without metadata has no events, and
 // its history may have been forgotten: it starts with dropped = floor, so a
-// new event does not hide the gap Retention reported before it.
+// new event does not hide the gap Retention reported before it. Damaged
+// metadata is rebuilt: the count from the index, dropped as high as any id
+// handed out (what it held is unknown: a false gap, never a missed one).
 func (b *Bunt) meta(tx *buntdb.Tx, key string) (keyMeta, error) {
-	v, err := tx.Get(metaKey(key))
+	mk := metaKey(key)
+	v, err := tx.Get(mk)
 	if errors.Is(err, buntdb.ErrNotFound) {
 		return keyMeta{dropped: b.floor}, nil
 	} else if err != nil {
 		return keyMeta{}, err
 	}
-	m, ok := decodeMeta(v)
-	if !ok {
-		return m, b.corrupt(fmt.Sprintf("metadata of key %q", key))
+	if m, ok := b.readMeta(mk, v); ok {
+		return m, nil
 	}
-	return m, nil
+	m := keyMeta{dropped: max(b.floor, b.next)}
+	prefix := indexPrefix(key)
+	err = tx.AscendGreaterOrEqual("", prefix, func(k, _ string) bool {
+		if !strings.HasPrefix(k, prefix) {
+			return false
+		}
+		m.count++
+		m.newest = indexID(k)
+		return true
+	})
+	return m, err
 }
+
+// encodeMeta returns the value of the metadata record mk. Call it in a write
+// transaction: it uses b.buf.
+func (b *Bunt) encodeMeta(mk string, m keyMeta) string {
+	b.buf = m.appendTo(b.buf[:0], mk)
+	return string(b.buf)
+}
+
+// readMeta decodes the metadata record mk, and counts it as damaged if it
+// fails its checksum.
+func (b *Bunt) readMeta(mk, v string) (keyMeta, bool) {
+	if body, ok := unseal(mk, v); ok {
+		if m, ok := decodeMeta(body); ok {
+			return m, true
+		}
+	}
+	b.damagedRead(mk, 0)
+	return keyMeta{}, false
+}
+
+// readPrev decodes the index entry k (its value v), and counts it as damaged
+// if it fails its checksum.
+func (b *Bunt) readPrev(k, v string) (uint64, bool) {
+	if body, ok := unseal(k, v); ok {
+		if prev, ok := decodePrev(body); ok {
+			return prev, true
+		}
+	}
+	b.damagedRead(k, 0)
+	return 0, false
+}
+
+// readEvent returns the body of the log record k (its value v) and its
+// decoded fields. If the record fails its checksum it is counted as damaged
+// and ok is false: the caller skips it, as if it had been dropped.
+func (b *Bunt) readEvent(k, v string) (body string, r rawEvent, ok bool) {
+	if body, ok = unseal(k, v); ok {
+		if r, ok = decodeEvent(body); ok {
+			return body, r, true
+		}
+	}
+	id, _ := logID(k)
+	b.damagedRead(k, id)
+	return "", r, false
+}
+
+// damagedRead records a record that failed its checksum after open (load
+// verified every record, so the bytes changed in memory): it is counted once
+// (CorruptRecords), the first is logged, and for an event every key reports
+// it dropped from now on (the key of a damaged record cannot be trusted), so
+// a client resuming across it is told with a gap, never left with a hole.
+// The record stays in the file: the next open checks it again.
+func (b *Bunt) damagedRead(k string, id uint64) {
+	b.badMu.Lock()
+	if b.bad == nil {
+		b.bad = make(map[string]struct{})
+	}
+	_, seen := b.bad[k]
+	b.bad[k] = struct{}{}
+	b.badMu.Unlock()
+	if seen {
+		return
+	}
+	if id != 0 {
+		atomicMax(&b.lostAll, id)
+	}
+	if b.corruptN.Add(1) == 1 {
+		b.opts.Logger.Error("store: a record failed its checksum after open; skipping it and reporting a gap (further damaged records are only counted)",
+			"path", b.name(), "record", describeRecord(k), "event_id", id)
+	}
+}
+
+// CorruptRecords returns how many records failed their checksum since open:
+// the damaged records Repair dropped at open, and those reads skipped later.
+func (b *Bunt) CorruptRecords() uint64 { return b.corruptN.Load() }
 
 // trim removes the n oldest events of key and returns how many it removed
 // and the highest removed id.
@@ -782,7 +854,6 @@ func (b *Bunt) After(ctx context.Context, afterID uint64, limit int) ([]Event, e
 	// Sized for the common case; ids may have holes (trims, a skip after an
 	// unclean shutdown), so last-afterID can be far more than will come back.
 	evs := make([]Event, 0, min(uint64(limit), last-afterID, 256))
-	var bad error
 	err := b.db.View(func(tx *buntdb.Tx) error {
 		return tx.AscendRange("", logKey(afterID+1), logEnd, func(k, v string) bool {
 			id, _ := logID(k)
@@ -791,28 +862,21 @@ func (b *Bunt) After(ctx context.Context, afterID uint64, limit int) ([]Event, e
 				// lastID; a cursor must never pass LastID.
 				return false
 			}
-			t, ok := eventTime(v)
-			if !ok {
-				bad = b.corruptID(id)
-				return false
+			body, r, ok := b.readEvent(k, v)
+			if !ok || r.time <= cutoff {
+				return true // damaged, or expired and the sweeper has not got here yet
 			}
-			if t <= cutoff {
-				return true // expired, the sweeper has not got here yet
-			}
-			evs = append(evs, Event{ID: id, Time: t, Key: v})
+			evs = append(evs, Event{ID: id, Time: r.time, Key: body})
 			return len(evs) < limit
 		})
 	})
-	if err == nil {
-		err = bad
-	}
 	if err != nil {
 		return nil, b.wrap(err)
 	}
 	return finish(evs), nil
 }
 
-// finish decodes events whose Key still holds their raw log value (buntdb's
+// finish decodes events whose Key still holds the body of their log value (buntdb's
 // string, valid and immutable after the transaction, so the copying happens
 // outside the lock). Keys and names of all events share one string, data one
 // []byte: three allocations per call, not three per event.
@@ -863,23 +927,17 @@ func (b *Bunt) expiredThrough(tx *buntdb.Tx, cutoff int64) (uint64, error) {
 		return 0, nil
 	}
 	var through uint64
-	var bad error
 	err := tx.AscendRange("", logFirst, logEnd, func(k, v string) bool {
-		id, _ := logID(k)
-		t, ok := eventTime(v)
+		_, r, ok := b.readEvent(k, v)
 		if !ok {
-			bad = b.corruptID(id)
+			return true // damaged: reported dropped by Retention
+		}
+		if r.time > cutoff {
 			return false
 		}
-		if t > cutoff {
-			return false
-		}
-		through = id
+		through, _ = logID(k)
 		return true
 	})
-	if err == nil {
-		err = bad
-	}
 	return through, err
 }
 
@@ -945,17 +1003,18 @@ func (b *Bunt) Replay(ctx context.Context, keys []string, afterID uint64, limit 
 		}
 		evs = make([]Event, 0, len(ids))
 		for _, id := range ids {
-			v, err := tx.Get(logKey(id))
+			lk := logKey(id)
+			v, err := tx.Get(lk)
 			if errors.Is(err, buntdb.ErrNotFound) {
-				continue // cannot happen after repair; tolerate it anyway
+				continue // cannot happen after load; tolerate it anyway
 			} else if err != nil {
 				return err
 			}
-			t, ok := eventTime(v)
+			body, r, ok := b.readEvent(lk, v)
 			if !ok {
-				return b.corruptID(id)
+				continue // damaged: reported dropped by Retention
 			}
-			evs = append(evs, Event{ID: id, Time: t, Key: v})
+			evs = append(evs, Event{ID: id, Time: r.time, Key: body})
 		}
 		return nil
 	})
@@ -978,19 +1037,21 @@ func (b *Bunt) Retention(ctx context.Context, keys []string) ([]Retention, error
 		if err != nil {
 			return err
 		}
+		lost := b.lostAll.Load()
 		for i, key := range keys {
-			v, err := tx.Get(metaKey(key))
+			mk := metaKey(key)
+			v, err := tx.Get(mk)
 			if errors.Is(err, buntdb.ErrNotFound) {
-				out[i].Dropped = b.floor // nothing retained, history forgotten
+				out[i].Dropped = max(b.floor, lost) // nothing retained, history forgotten
 				continue
 			} else if err != nil {
 				return err
 			}
-			m, ok := decodeMeta(v)
+			m, ok := b.readMeta(mk, v)
 			if !ok {
-				return b.corrupt(fmt.Sprintf("metadata of key %q", key))
+				m.dropped = max(b.floor, b.next) // unknown: a false gap, never a missed one
 			}
-			out[i].Dropped = m.dropped
+			out[i].Dropped = max(m.dropped, lost)
 			prefix := indexPrefix(key)
 			err = tx.AscendGreaterOrEqual("", prefix, func(k, v string) bool {
 				if !strings.HasPrefix(k, prefix) {
@@ -1002,8 +1063,13 @@ func (b *Bunt) Retention(ctx context.Context, keys []string) ([]Retention, error
 					return true
 				}
 				out[i].Oldest = id
-				// The key's event before the oldest retained one is gone.
-				out[i].Dropped = max(out[i].Dropped, decodePrev(v))
+				// The key's event before the oldest retained one is gone. If
+				// the entry is damaged, that event is somewhere before it.
+				prev, ok := b.readPrev(k, v)
+				if !ok {
+					prev = id - 1
+				}
+				out[i].Dropped = max(out[i].Dropped, prev)
 				return false
 			})
 			if err != nil {
@@ -1108,13 +1174,11 @@ func (b *Bunt) sweepTx(tx *buntdb.Tx) (int, error) {
 		key string
 	}
 	var victims []victim
-	var bad error
 	err := tx.AscendRange("", logFirst, logEnd, func(k, v string) bool {
 		id, _ := logID(k)
-		r, ok := decodeEvent(v)
+		_, r, ok := b.readEvent(k, v)
 		if !ok {
-			bad = b.corruptID(id)
-			return false
+			return true // damaged: left for the next open to find, reported dropped meanwhile
 		}
 		if r.time > cutoff {
 			return false
@@ -1122,9 +1186,6 @@ func (b *Bunt) sweepTx(tx *buntdb.Tx) (int, error) {
 		victims = append(victims, victim{id, r.key})
 		return len(victims) < sweepBatch
 	})
-	if err == nil {
-		err = bad
-	}
 	if err != nil || len(victims) == 0 {
 		return 0, err
 	}
@@ -1160,14 +1221,15 @@ func (b *Bunt) sweepTx(tx *buntdb.Tx) (int, error) {
 		}
 		m.count -= ks.n
 		m.dropped = max(m.dropped, ks.top)
-		if _, _, err := tx.Set(metaKey(key), m.encode(), nil); err != nil {
+		mk := metaKey(key)
+		if _, _, err := tx.Set(mk, b.encodeMeta(mk, m), nil); err != nil {
 			return 0, err
 		}
 	}
 	// The log is walked in id order and everything older was swept or
 	// trimmed before, so every id up to the last victim is gone.
 	floor := max(b.floor, victims[len(victims)-1].id)
-	if _, _, err := tx.Set(keyFloor, encodeUvarint(floor), nil); err != nil {
+	if _, _, err := tx.Set(keyFloor, encodeUvarint(keyFloor, floor), nil); err != nil {
 		return 0, err
 	}
 	// The newest event may be among the victims: keep the last id.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -119,19 +120,23 @@ func resp(parts ...string) string {
 // past the end of the file is a cut-off last record: it is cut off before
 // buntdb reads the file.
 func TestBuntHugeDeclaredLengthIsCutOff(t *testing.T) {
-	valid := resp("set", "x", "y")
+	valid := legacyEvent(1, "a", "x")
 	path := writeCopy(t, []byte(valid+"*3\r\n$3\r\nset\r\n$999999999999\r\nabc"))
 	opts := testOptions(SyncNever)
+	opts.TTL = -1 // the event's time is 0
 	b := openBunt(t, path, opts)
-	if err := b.db.View(func(tx *buntdb.Tx) error {
-		v, err := tx.Get("x")
-		if v != "y" {
-			t.Errorf("x = %q, %v", v, err)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	evs, err := b.After(bg, 0, 10)
+	if err != nil || len(evs) != 1 || string(evs[0].Data) != "x" {
+		t.Errorf("After = %+v, %v; want the event before the cut", evs, err)
 	}
+}
+
+// legacyEvent returns the records of one event as a version without
+// checksums wrote them: log record, index entry, metadata.
+func legacyEvent(id uint64, key, data string) string {
+	return resp("set", logKey(id), string(appendEvent(nil, &Event{Key: key, Data: []byte(data)}))) +
+		resp("set", indexKey(key, id), "") +
+		resp("set", metaKey(key), string(binary.AppendUvarint(binary.AppendUvarint(nil, 1), 0)))
 }
 
 // Damage that buntdb's transactions alone cannot prevent (part of the last
@@ -148,10 +153,10 @@ func TestBuntRepairAfterUncleanShutdown(t *testing.T) {
 				return err
 			}
 		}
-		if _, _, err := tx.Set(indexKey("b", 999), "", nil); err != nil {
+		if _, _, err := tx.Set(indexKey("b", 999), encodePrev(indexKey("b", 999), 0), nil); err != nil {
 			return err
 		}
-		_, _, err := tx.Set(metaKey("b"), keyMeta{count: 7}.encode(), nil)
+		_, _, err := tx.Set(metaKey("b"), string(keyMeta{count: 7}.appendTo(nil, metaKey("b"))), nil)
 		return err
 	})
 	if err != nil {
@@ -274,6 +279,9 @@ func TestBuntRejectsBadRecords(t *testing.T) {
 		{"bad_newest_log_record", resp("set", logKey(1), "\xff")},
 		{"bad_last_record", resp("set", keyLast, "\xff")},
 		{"bad_floor_record", resp("set", keyFloor, "12345")},
+		{"empty_key", resp("set", "", "x")},
+		{"unknown_key", resp("set", "x", "y")},
+		{"sealed_value_bad_checksum", resp("set", keyFloor, sealString(keyLast, []byte{1}))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -284,12 +292,13 @@ func TestBuntRejectsBadRecords(t *testing.T) {
 			}
 		})
 	}
-	// A damaged record that is not the newest is found when it is read.
+	// A damaged record that is not the newest is found at open too, with its
+	// offset and id.
 	path := writeCopy(t, []byte(resp("set", logKey(1), "\xff")+
 		resp("set", logKey(2), string(appendEvent(nil, &Event{Key: "a"})))+
 		resp("set", keyClean, "")))
-	b := openBunt(t, path, testOptions(SyncNever))
-	if _, err := b.After(bg, 0, 10); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "event 1") {
-		t.Errorf("After = %v, want ErrCorrupt naming event 1", err)
+	_, err := OpenBunt(path, testOptions(SyncNever))
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(fmt.Sprint(err), "offset 0: log record of event 1") {
+		t.Errorf("OpenBunt = %v, want ErrCorrupt naming offset 0 and event 1", err)
 	}
 }

@@ -1,6 +1,9 @@
 package store
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"hash/crc32"
+)
 
 // Keys and values of the buntdb layout (see the comment on Bunt).
 
@@ -20,9 +23,7 @@ const (
 	keyClean = "n:clean"
 	keySync  = "n:sync"
 	keyEpoch = "n:epoch"
-
-	// logLast is above every log key.
-	logLast = "e\xff\xff\xff\xff\xff\xff\xff\xff"
+	keyCRC   = "n:crc" // present once every value of the file is sealed
 )
 
 // keyBufSize fits a maximal engine key (256 bytes) plus prefix, length and id,
@@ -88,9 +89,71 @@ func indexID(k string) uint64 { return beUint64(k[len(k)-8:]) }
 // never by range, so the key needs no length prefix.
 func metaKey(key string) string { return "m" + key }
 
-// appendEvent appends the log value of ev: uvarint(len key) key
+// # Checksums
+//
+// Every value sseloop writes except n:clean (log records, index entries,
+// metadata, PubID index entries, n:last, n:floor, n:epoch, n:sync, n:crc) is
+// sealed: sealMagic, the CRC-32C (Castagnoli) of the record's buntdb key
+// followed by the body, 4 bytes big-endian, then the body. The key is covered
+// so that a damaged key (another id, another subscription key) fails the
+// check as surely as a damaged value. n:clean is empty; load also checks the
+// index against the log. The Mercure fields of an event (ext.go) live in its
+// log record's name slot, under the record's checksum.
+//
+// sealMagic is uvarint(2^28-1): no value written before checksums starts with
+// it (it would be a 256 MiB key length or count), and an older sseloop reads
+// a sealed log record as a key longer than the record, so it reports the
+// record as damaged instead of decoding garbage.
+const (
+	sealMagic  = "\xff\xff\xff\x7f"
+	sealHeader = len(sealMagic) + 4
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// appendSealHeader starts a sealed value; sealValue fills in its checksum
+// once the body follows.
+func appendSealHeader(dst []byte) []byte {
+	return append(dst, sealMagic+"\x00\x00\x00\x00"...)
+}
+
+// sealValue writes the checksum of v, a value started with appendSealHeader,
+// stored under the buntdb key k.
+func sealValue(k string, v []byte) {
+	binary.BigEndian.PutUint32(v[len(sealMagic):], checksum(k, v[sealHeader:]))
+}
+
+// sealString returns body sealed under the buntdb key k.
+func sealString(k string, body []byte) string {
+	var buf [64]byte
+	v := append(appendSealHeader(buf[:0]), body...)
+	sealValue(k, v)
+	return string(v)
+}
+
+func checksum(k string, body []byte) uint32 {
+	return crc32.Update(crc32.Update(0, castagnoli, stringBytes(k)), castagnoli, body)
+}
+
+// isSealed reports whether v starts like a sealed value.
+func isSealed(v string) bool {
+	return len(v) >= sealHeader && v[:len(sealMagic)] == sealMagic
+}
+
+// unseal returns the body of the sealed value v stored under k, and false if
+// v is not sealed or its checksum does not match. The body points into v.
+func unseal(k, v string) (string, bool) {
+	if !isSealed(v) {
+		return "", false
+	}
+	body := v[sealHeader:]
+	sum := uint32(v[4])<<24 | uint32(v[5])<<16 | uint32(v[6])<<8 | uint32(v[7])
+	return body, sum == checksum(k, stringBytes(body))
+}
+
+// appendEvent appends the body of the log value of ev: uvarint(len key) key
 // uvarint(len name) name varint(time) data. The data runs to the end, so it
-// needs no length.
+// needs no length. Log values written before checksums are this body alone.
 func appendEvent(dst []byte, ev *Event) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(ev.Key)))
 	dst = append(dst, ev.Key...)
@@ -107,7 +170,7 @@ type rawEvent struct {
 	time            int64
 }
 
-// decodeEvent decodes a log value without copying.
+// decodeEvent decodes the body of a log value without copying.
 func decodeEvent(v string) (r rawEvent, ok bool) {
 	if r.key, v, ok = cutString(v); !ok {
 		return r, false
@@ -122,12 +185,6 @@ func decodeEvent(v string) (r rawEvent, ok bool) {
 	r.time = unzigzag(u)
 	r.data = v[n:]
 	return r, true
-}
-
-// eventTime decodes only the time of a log value.
-func eventTime(v string) (int64, bool) {
-	r, ok := decodeEvent(v)
-	return r.time, ok
 }
 
 // cutString reads a uvarint length and that many bytes.
@@ -147,11 +204,17 @@ type keyMeta struct {
 	newest  uint64 // id of the key's newest event (0 in files written before it existed)
 }
 
-func (m keyMeta) encode() string {
-	var buf [3 * binary.MaxVarintLen64]byte
-	b := binary.AppendUvarint(buf[:0], m.count)
-	b = binary.AppendUvarint(b, m.dropped)
-	return string(binary.AppendUvarint(b, m.newest))
+// appendTo appends the value of the metadata record k (metaKey of the key).
+// (Bunt.encodeMeta encodes into its buffer: a stack array would escape to
+// the heap through hash/crc32.)
+func (m keyMeta) appendTo(dst []byte, k string) []byte {
+	start := len(dst)
+	dst = appendSealHeader(dst)
+	dst = binary.AppendUvarint(dst, m.count)
+	dst = binary.AppendUvarint(dst, m.dropped)
+	dst = binary.AppendUvarint(dst, m.newest)
+	sealValue(k, dst[start:])
+	return dst
 }
 
 func decodeMeta(v string) (m keyMeta, ok bool) {
@@ -172,25 +235,38 @@ func decodeMeta(v string) (m keyMeta, ok bool) {
 	return m, true
 }
 
-// decodePrev decodes the value of an index entry: the id of the key's event
-// before this one (uvarint), or nothing (0: unknown, written before it
+// encodePrev returns the value of the index entry k: prev, the id of the
+// key's event before this one, sealed.
+func encodePrev(k string, prev uint64) string {
+	return string(appendPrev(nil, k, prev))
+}
+
+// appendPrev appends the value of the index entry k (see encodePrev).
+// Append encodes into its buffer: a stack array would escape to the heap
+// through hash/crc32.
+func appendPrev(dst []byte, k string, prev uint64) []byte {
+	start := len(dst)
+	dst = appendSealHeader(dst)
+	dst = binary.AppendUvarint(dst, prev)
+	sealValue(k, dst[start:])
+	return dst
+}
+
+// decodePrev decodes the body of an index entry's value: the id of the key's
+// event before this one (uvarint), or nothing (0: unknown, written before it
 // existed).
-func decodePrev(v string) uint64 {
-	if v == "" {
-		return 0
+func decodePrev(body string) (uint64, bool) {
+	if body == "" {
+		return 0, true
 	}
-	p, n := uvarintString(v)
-	if n <= 0 {
-		return 0
-	}
-	return p
+	return decodeUvarint(body)
 }
 
 // encodeLast encodes the n:last record: the last id and the last time.
 func encodeLast(id uint64, t int64) string {
 	var buf [2 * binary.MaxVarintLen64]byte
 	b := binary.AppendUvarint(buf[:0], id)
-	return string(binary.AppendVarint(b, t))
+	return sealString(keyLast, binary.AppendVarint(b, t))
 }
 
 func decodeLast(v string) (id uint64, t int64, ok bool) {
@@ -205,9 +281,11 @@ func decodeLast(v string) (id uint64, t int64, ok bool) {
 	return id, unzigzag(u), true
 }
 
-func encodeUvarint(x uint64) string {
+// encodeUvarint encodes x as the record k (n:floor, n:epoch, a PubID index
+// entry).
+func encodeUvarint(k string, x uint64) string {
 	var buf [binary.MaxVarintLen64]byte
-	return string(binary.AppendUvarint(buf[:0], x))
+	return sealString(k, binary.AppendUvarint(buf[:0], x))
 }
 
 func decodeUvarint(v string) (uint64, bool) {

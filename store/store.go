@@ -55,6 +55,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 )
@@ -136,6 +137,17 @@ type Options struct {
 	// events. Default 1s when 0; negative disables it (tests call Sweep).
 	// Expired events are never returned, swept or not.
 	SweepInterval time.Duration
+	// Repair makes OpenBunt drop the records of a file that fail their
+	// checksum or contradict the rest of the file, instead of refusing to
+	// open it. It first copies the file to <path>.damaged-<unix seconds>, and
+	// records the loss so that a client resuming from before a lost event is
+	// told with a gap. A file without damage is opened as usual. The Redis
+	// store ignores it (its integrity is Redis's own).
+	Repair bool
+	// Logger receives the store's rare reports: a file with records written
+	// before checksums, damaged records dropped or skipped. nil means
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 const (
@@ -165,6 +177,9 @@ func (o Options) normalize() (Options, error) {
 	}
 	if o.SweepInterval == 0 {
 		o.SweepInterval = defaultSweepInterval
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
 	return o, nil
 }
@@ -288,7 +303,10 @@ var (
 	// ErrClosed is returned by every method of a closed Store.
 	ErrClosed = errors.New("store: closed")
 	// ErrCorrupt means a store file is damaged somewhere other than a cut-off
-	// last record. The error names the file and the offset of the bad record.
+	// last record: broken framing, a record whose checksum fails, or records
+	// that contradict each other. The error names the file, the offset of the
+	// bad record and, when it can be read, the event id. [Options.Repair]
+	// drops damaged records and cuts out damaged framing.
 	ErrCorrupt = errors.New("store: corrupt data")
 	// ErrSync means an fsync failed. The store then refuses writes (the kernel
 	// may already have dropped the unsynced data, so a retry could "succeed"

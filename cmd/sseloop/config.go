@@ -46,9 +46,12 @@ type MetricsConfig struct {
 
 // StoreConfig selects and configures the event store.
 type StoreConfig struct {
-	Driver string      `koanf:"driver"` // buntdb | redis
-	Path   string      `koanf:"path"`   // buntdb: ":memory:" or a file
-	Sync   string      `koanf:"sync"`   // buntdb: always | everysecond | never
+	Driver string `koanf:"driver"` // buntdb | redis
+	Path   string `koanf:"path"`   // buntdb: ":memory:" or a file
+	Sync   string `koanf:"sync"`   // buntdb: always | everysecond | never
+	// Repair (buntdb): drop the damaged records of the file instead of
+	// refusing to start; see store.Options.Repair.
+	Repair bool        `koanf:"repair"`
 	Redis  RedisConfig `koanf:"redis"`
 }
 
@@ -92,6 +95,7 @@ var cmdOptions = []option.Option{
 	{Key: "store.driver", Default: "buntdb", Help: "event store: buntdb (embedded, one process) or redis (shared by many)"},
 	{Key: "store.path", Default: ":memory:", Help: `buntdb: ":memory:" or a file that keeps history across restarts`},
 	{Key: "store.sync", Default: "everysecond", Help: "buntdb file: always (fsync every trigger), everysecond or never"},
+	{Key: "store.repair", Default: false, Help: "buntdb file: drop damaged records (after copying the file) instead of refusing to start"},
 	{Key: "store.redis.addr", Default: "127.0.0.1:6379", Help: "redis: host:port of the server"},
 	{Key: "store.redis.password", Default: "", ZeroAllowed: true, Help: `redis: AUTH password (secret); "" = none`},
 	{Key: "store.redis.db", Default: 0, ZeroAllowed: true, Help: "redis: database number (SELECT)"},
@@ -150,6 +154,8 @@ Usage:
   sseloop [flags]              serve (see configs/sseloop.yaml for every key)
   sseloop healthcheck [flags]  GET /healthz from the server configured the same
                                way; exit 0 when it answers 200 (for containers)
+  sseloop repair FILE          drop the damaged records of a stopped server's
+                               buntdb file (keeps a copy; see store.repair)
 
 Every config key is a flag, an SSELOOP_ variable (upper case, "__" for each
 dot: SSELOOP_STORE__PATH) and a YAML key. Precedence: defaults < --config

@@ -3,9 +3,14 @@
 //	sseloop [--config FILE] [--print-config] [--dotted.key VALUE ...]
 //	sseloop --help | --version
 //	sseloop healthcheck [--config FILE] [--dotted.key VALUE ...]
+//	sseloop repair FILE
 //
 // healthcheck asks the server configured the same way for GET /healthz and
 // exits 0 when it answers 200 (the container HEALTHCHECK: no curl needed).
+//
+// repair opens the buntdb file FILE (the server must be stopped) with
+// store.repair, so its damaged records are dropped (the original is kept as
+// FILE.damaged-<unix seconds>), and exits 0 when the file is sound again.
 //
 // Configuration is merged from defaults, the YAML file, SSELOOP_* environment
 // variables and flags, in that order; see configs/sseloop.yaml.
@@ -23,6 +28,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -38,6 +44,9 @@ func main() {
 }
 
 func run(args, environ []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "repair" {
+		return repairFile(args[1:], stderr)
+	}
 	healthcheck := len(args) > 0 && args[0] == "healthcheck"
 	if healthcheck {
 		args = args[1:]
@@ -108,6 +117,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 			MaxEvents: cfg.History.MaxEvents,
 			TTL:       cfg.History.TTL,
 			Sync:      sync,
+			Repair:    cfg.Store.Repair,
+			Logger:    log,
 		},
 	})
 	if err != nil {
@@ -162,6 +173,32 @@ func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, hopts))
 	}
 	return slog.New(slog.NewTextHandler(w, hopts))
+}
+
+// repairFile is `sseloop repair FILE`.
+func repairFile(args []string, stderr io.Writer) int {
+	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(stderr, "usage: sseloop repair FILE (the buntdb file of a stopped server)")
+		return 2
+	}
+	path := args[0]
+	if _, err := os.Stat(path); err != nil {
+		fmt.Fprintln(stderr, "sseloop repair:", err)
+		return 1
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	// No sweep: repair changes nothing but the damage.
+	st, err := store.OpenBunt(path, store.Options{Repair: true, Logger: log, SweepInterval: -1})
+	if err != nil {
+		log.Error("repair", "err", err)
+		return 1
+	}
+	if err := st.Close(); err != nil {
+		log.Error("repair", "err", err)
+		return 1
+	}
+	log.Info("sseloop repair: the file is sound", "path", path, "records_failing_checksum", st.CorruptRecords())
+	return 0
 }
 
 // checkHealth asks the local server for /healthz.
