@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -310,8 +309,20 @@ func startCaddy(t *testing.T, s snippet) *proxied {
 		}
 		time.Sleep(50 * time.Millisecond) // polling for a file to appear
 	}
-	// The site certificate is issued asynchronously: wait for a handshake.
-	proc.out.waitFor(t, regexp.MustCompile(`certificate obtained successfully|"localhost"`), 20*time.Second)
+	// The site certificate is issued asynchronously: wait for a handshake
+	// that verifies against the root (a log line can come before Caddy
+	// serves the certificate).
+	for {
+		c, err := tls.Dial("tcp", "127.0.0.1:"+p.port, &tls.Config{RootCAs: p.roots, ServerName: "localhost"})
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no TLS handshake with Caddy: %v\n%s", err, proc.out.String())
+		}
+		time.Sleep(50 * time.Millisecond) // polling for the certificate to be served
+	}
 	return p
 }
 

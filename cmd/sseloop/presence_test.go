@@ -105,14 +105,17 @@ func TestPresenceAcrossNodesAndNodeDeath(t *testing.T) {
 	if err := nodes[2].cmd.Process.Kill(); err != nil { // SIGKILL: no goodbye
 		t.Fatal(err)
 	}
-	// Its last heartbeat was at most one interval before the kill.
-	waitCount(nodes[:2], 20, ttl+interval)
+	// Its last heartbeat was at most one interval before the kill, so the
+	// count drops about node_ttl after it (logged below: 1.8-1.9 s with a
+	// 2 s ttl on a quiet machine). The deadline is a failure bound for a
+	// loaded CI machine, not the measurement.
+	waitCount(nodes[:2], 20, ttl+interval+15*time.Second)
 	t.Logf("the killed node left the counts %v after SIGKILL (node_ttl %v)", time.Since(killed).Round(10*time.Millisecond), ttl)
 
 	// Every remaining subscriber gets a presence event saying so.
 	for n := range 2 {
 		for i, s := range streams[n] {
-			d := s.presenceWith(20, ttl+2*interval)
+			d := s.presenceWith(20, ttl+2*interval+15*time.Second)
 			if len(d.Left) != 10 || len(d.Joined) != 0 || !strings.HasPrefix(d.Left[0], "user") {
 				t.Fatalf("node %d stream %d: %+v, want the killed node's 10 users left", n, i, d)
 			}
