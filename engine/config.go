@@ -179,6 +179,12 @@ type CORS struct {
 // streams and which users (token subjects) a key has, on every node of a
 // Redis store; keys matching Keys also push "presence" events.
 type Presence struct {
+	// Off turns presence off: GET /presence answers 404, streams record no
+	// user, and no node publishes its counts to Redis. With the Redis
+	// store presence costs every node a count per subscribed key and a
+	// publish per interval for the keys that changed; Off removes that for
+	// deployments that do not use it (default false: presence on).
+	Off bool `koanf:"off"`
 	// Keys are key patterns ("*" matches any run of characters) whose
 	// subscribers get live "presence" events. Empty = none (the default):
 	// then, with buntdb, joins and leaves cost nothing extra.
@@ -241,6 +247,7 @@ var Options = []Option{
 	{Key: "mercure.cookie_name", Default: "mercureAuthorization", Help: "cookie that may carry a Mercure token"},
 	{Key: "mercure.subscriptions", Default: false, Help: "subscription events and the subscriptions API"},
 	{Key: "mercure.heartbeat", Default: 40 * time.Second, Help: `a Mercure stream silent this long gets a ":" comment`},
+	{Key: "presence.off", Default: false, ZeroAllowed: true, Help: "turn presence off: GET /presence is 404, no per-stream bookkeeping, no node counts in Redis"},
 	{Key: "presence.keys", Default: []string{}, ZeroAllowed: true, Help: `key patterns whose subscribers get live "presence" events; none = off`},
 	{Key: "presence.interval", Default: time.Second, Help: "at most one presence event per key per interval; how often a node publishes its changed counts to Redis"},
 	{Key: "presence.max_user_ids", Default: 100, Unit: "ids", Help: "user ids in a presence answer and in an event's joined/left lists (counts stay exact)"},
@@ -284,6 +291,9 @@ func (c *Config) fillDefaults() error {
 	option.FillZero(c, Options)
 	if c.Presence.NodeTTL <= c.Presence.Interval {
 		return fmt.Errorf("engine: presence.node_ttl (%v) must exceed presence.interval (%v)", c.Presence.NodeTTL, c.Presence.Interval)
+	}
+	if c.Presence.Off && len(c.Presence.Keys) > 0 {
+		return errors.New("engine: presence.keys needs presence on (presence.off is set)")
 	}
 	for i, p := range c.Presence.Keys {
 		if p == "" {

@@ -117,6 +117,7 @@ func New(cfg Config, st store.Store) (*Engine, error) {
 		Logger:           cfg.Logger,
 		Metrics:          e.m.set,
 		Presence: hub.PresenceConfig{
+			Off:        cfg.Presence.Off,
 			Interval:   cfg.Presence.Interval,
 			MaxUserIDs: cfg.Presence.MaxUserIDs,
 			NodeTTL:    cfg.Presence.NodeTTL,

@@ -193,3 +193,12 @@ func TestPresenceEventsOverSockets(t *testing.T) {
 		t.Fatalf("sseloop_presence_events_total = %v, want 3", n)
 	}
 }
+
+// TestPresenceOffIs404: with presence.off the route does not exist.
+func TestPresenceOffIs404(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.Presence.Off = true })
+	resp := rawExchange(t, s.addr, "GET /presence/k HTTP/1.1\r\nHost: x\r\n\r\n")
+	if !strings.HasPrefix(resp, "HTTP/1.1 404 ") {
+		t.Fatalf("GET /presence with presence off: %q", resp)
+	}
+}

@@ -37,7 +37,7 @@ func (l *loop) route(c *conn, req *httpparse.Request, body []byte) (keep bool) {
 	case l.e.merc != nil && hasPrefix(path, mercurePath) &&
 		(len(path) == len(mercurePath) || path[len(mercurePath)] == '/'):
 		return l.mercureRoute(c, req, body)
-	case string(path) == "/presence" || hasPrefix(path, "/presence/"):
+	case (string(path) == "/presence" || hasPrefix(path, "/presence/")) && !l.e.cfg.Presence.Off:
 		if string(req.Method) == "OPTIONS" {
 			return l.preflight(c, req, "GET")
 		}

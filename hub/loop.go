@@ -258,6 +258,9 @@ func (l *Loop) Open(s *Stream, sub Subscription) {
 func (l *Loop) join(s *Stream, keys [][]byte, user string) {
 	s.subs = make([]sub, len(keys))
 	l.h.m.streams.Add(1)
+	if l.h.pres.cfg.Off {
+		user = "" // presence off: nobody asks who is online
+	}
 	if user != "" {
 		if l.users == nil {
 			l.users = make(map[*Stream]string)

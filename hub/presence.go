@@ -43,6 +43,9 @@ import (
 // PresenceConfig configures presence. The zero value serves queries and
 // sends no events.
 type PresenceConfig struct {
+	// Off turns presence off: streams record no user, no node counts are
+	// published to a shared store, and no presence goroutine runs.
+	Off bool
 	// Live reports whether the subscribers of key get live "presence"
 	// events (the engine's presence.keys patterns). nil = never. Called
 	// once per key when the key gets its first stream on a loop.
@@ -80,6 +83,10 @@ func (p *presence) init(cfg PresenceConfig, st store.Store) {
 		cfg.NodeTTL = 15 * time.Second
 	}
 	p.cfg = cfg
+	if cfg.Off {
+		p.cfg.Live = nil
+		return // p.shared nil, p.on false: nothing is recorded
+	}
 	p.shared, _ = st.(store.Presence)
 	var b [8]byte
 	_, _ = rand.Read(b[:])

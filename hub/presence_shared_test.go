@@ -190,3 +190,34 @@ func TestPresenceSharedStoreWithoutUsersKeepsNothingPerStream(t *testing.T) {
 		}
 	})
 }
+
+// TestPresenceOffPublishesNothing: with presence off, a shared store gets
+// no node counts and streams with users record nothing, so a million
+// streams on Redis pay nothing for a feature nobody uses.
+func TestPresenceOffPublishesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		shared := newFakeShared(bubbleStore(t))
+		th := newTestHub(t, shared, 1, func(c *Config) {
+			c.Poll = time.Hour
+			c.Presence.Interval = time.Second
+			c.Presence.Off = true
+			c.Presence.Live = func(string) bool { return true }
+		})
+		for i := range 3 {
+			th.open(0, Subscription{Keys: keys(fmt.Sprint("user:", i)), User: fmt.Sprint(i)}, true)
+		}
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		fl := th.loops[0]
+		fl.do(func() {
+			if len(fl.hl.pres) != 0 || len(fl.hl.users) != 0 || len(fl.hl.presDirty) != 0 {
+				t.Errorf("presence off kept %d presence records, %d users, %d dirty keys", len(fl.hl.pres), len(fl.hl.users), len(fl.hl.presDirty))
+			}
+		})
+		shared.mu.Lock()
+		defer shared.mu.Unlock()
+		if len(shared.nodes) != 0 {
+			t.Fatalf("presence off published %+v", shared.nodes)
+		}
+	})
+}
