@@ -16,6 +16,7 @@ const (
 	stHead                    // request sent, reading the response head
 	stStream                  // streaming events
 	stClosed
+	stWait // lost (WorkerSpec.Resume): waiting to reconnect with its Last-Event-ID
 )
 
 // lconn is one load-generator connection, owned by the worker's loop.
@@ -26,8 +27,12 @@ type lconn struct {
 	state    uint8
 	churn    bool
 	chunked  bool
+	resuming bool  // a reconnect attempt: sends Last-Event-ID
 	bad      error // set by a parser callback; the loop closes the conn
-	deadline int64 // unix ns: attempt timeout, then (churn) close time
+	// deadline (unix ns): attempt timeout, then (churn) close time, or
+	// (stWait) when a failed reconnect may be tried again.
+	deadline int64
+	lastID   []byte // id of the last event received (Resume)
 	head     []byte
 	dec      chunkDecoder
 	sse      Parser
@@ -69,6 +74,9 @@ type loadWorker struct {
 	activeStart int64
 	churnStart  int64 // churn attempts started
 	churnQ      []*lconn
+
+	resumeGo bool     // Resume: the parent said go, waiting streams reconnect
+	waitQ    []*lconn // Resume: lost streams, in the order they may reconnect
 
 	cur     *lconn
 	now     int64
@@ -138,6 +146,9 @@ func (w *loadWorker) run(cmds <-chan string, report func(*WorkerReport)) error {
 		if w.active {
 			w.churn()
 		}
+		if w.resumeGo {
+			w.reconnect()
+		}
 		n, err := unix.EpollWait(w.epfd, w.events, 10)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			w.closeAll()
@@ -160,7 +171,11 @@ func (w *loadWorker) run(cmds <-chan string, report func(*WorkerReport)) error {
 			}
 			switch cmd {
 			case cmdGo:
-				w.active, w.activeStart = true, time.Now().UnixNano()
+				if w.spec.Resume {
+					w.resumeGo = true
+				} else {
+					w.active, w.activeStart = true, time.Now().UnixNano()
+				}
 			case cmdStop:
 				w.closeAll()
 				report(w.final())
@@ -227,9 +242,33 @@ func (w *loadWorker) churn() {
 	}
 }
 
+// reconnect dials waiting streams again (Resume), all at once up to
+// Inflight; a failed attempt waits retryAfter before its next one.
+func (w *loadWorker) reconnect() {
+	for len(w.waitQ) > 0 && w.pending < w.spec.Inflight {
+		c := w.waitQ[0]
+		if c.deadline > w.now {
+			break
+		}
+		w.waitQ[0] = nil
+		w.waitQ = w.waitQ[1:]
+		*c = lconn{fd: -1, key: c.key, idx: c.idx, resuming: true, seen: c.seen, lastID: c.lastID}
+		w.r.Reconnects++
+		w.open(c)
+	}
+}
+
+// retryAfter is how long a failed reconnect attempt waits (Resume).
+const retryAfter = 100 * time.Millisecond
+
 func (w *loadWorker) dial(idx, key int, churn bool) {
+	w.open(&lconn{fd: -1, key: int32(key), idx: int32(idx), churn: churn})
+}
+
+// open starts connecting c.
+func (w *loadWorker) open(c *lconn) {
 	w.pending++
-	c := &lconn{fd: -1, key: int32(key), idx: int32(idx), churn: churn, deadline: w.now + int64(w.spec.ConnectTimeout)}
+	c.deadline = w.now + int64(w.spec.ConnectTimeout)
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		w.fail(c, "socket: "+err.Error())
@@ -275,7 +314,13 @@ func (w *loadWorker) handle(ev *unix.EpollEvent) {
 		w.req = append(w.req, subscribePath(w.spec.Proto, keyName(w.spec.KeyPrefix, int(c.key)), int(c.idx))...)
 		w.req = append(w.req, " HTTP/1.1\r\nHost: "...)
 		w.req = append(w.req, w.host...)
-		w.req = append(w.req, "\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"...)
+		w.req = append(w.req, "\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"...)
+		if c.resuming && len(c.lastID) > 0 {
+			w.req = append(w.req, "Last-Event-ID: "...)
+			w.req = append(w.req, c.lastID...)
+			w.req = append(w.req, "\r\n"...)
+		}
+		w.req = append(w.req, "\r\n"...)
 		n, err := unix.Write(fd, w.req)
 		if err != nil || n != len(w.req) {
 			w.fail(c, "write request")
@@ -364,9 +409,18 @@ func (w *loadWorker) feedSSE(p []byte) {
 
 func (w *loadWorker) event(ev *Event) {
 	c := w.cur
+	if string(ev.Type) == "gap" {
+		// Announced loss: the server says it no longer has what this
+		// stream missed.
+		w.r.Gaps++
+		return
+	}
 	if !ev.HasID {
 		w.r.NoID++
 		return
+	}
+	if w.spec.Resume {
+		c.lastID = append(c.lastID[:0], ev.ID...)
 	}
 	seq, ts, ok := parsePayload(ev.Data)
 	if !ok || seq >= maxSeq {
@@ -400,6 +454,13 @@ func (w *loadWorker) established(c *lconn) {
 		w.churnQ = append(w.churnQ, c)
 		return
 	}
+	if c.resuming {
+		c.resuming = false
+		w.r.Waiting--
+		w.r.Readmitted++
+		w.r.LastReadmitNs = w.now
+		return
+	}
 	w.pendingStable--
 	w.r.Connected++
 	w.connPerKey[c.key]++
@@ -412,6 +473,15 @@ func (w *loadWorker) fail(c *lconn, why string) {
 		return
 	}
 	w.pending--
+	if c.resuming {
+		// The server is not back yet, or refused: try again soon.
+		w.r.ReconnectErrors++
+		w.errs["reconnect: "+why]++
+		w.close(c, false)
+		c.state, c.deadline = stWait, w.now+int64(retryAfter)
+		w.waitQ = append(w.waitQ, c)
+		return
+	}
 	if c.churn {
 		w.r.ChurnErrors++
 		w.errs["churn: "+why]++
@@ -427,6 +497,15 @@ func (w *loadWorker) fail(c *lconn, why string) {
 func (w *loadWorker) lost(c *lconn, why string) {
 	if c.state != stStream {
 		w.fail(c, why)
+		return
+	}
+	if w.spec.Resume && !c.churn {
+		// Storm: the server went away; reconnect when told to.
+		w.r.Disconnects++
+		w.r.Waiting++
+		w.close(c, false)
+		c.state, c.deadline = stWait, 0
+		w.waitQ = append(w.waitQ, c)
 		return
 	}
 	if c.churn {

@@ -27,10 +27,27 @@ const (
 	ScenarioFanout     = "fanout"
 	ScenarioThroughput = "throughput"
 	ScenarioChurn      = "churn"
+	// ScenarioStorm kills the server (SIGKILL), restarts it on the same
+	// data, publishes while the clients are away and lets every client
+	// reconnect at once with its Last-Event-ID. It needs a Restarter, so
+	// compare runs it (only when asked: --scenarios storm).
+	ScenarioStorm = "storm"
 )
 
-// Scenarios lists every scenario in the order compare runs them.
+// Scenarios lists the scenarios compare runs by default, in order.
 var Scenarios = []string{ScenarioIdle, ScenarioFanout, ScenarioThroughput, ScenarioChurn}
+
+// AllScenarios is Scenarios and the storm, in table order.
+var AllScenarios = append(slices.Clip(Scenarios), ScenarioStorm)
+
+// Restarter kills and restarts the server under test (storm scenario).
+type Restarter interface {
+	// Kill ends the server with SIGKILL and waits until it is gone.
+	Kill() error
+	// Start starts it again on the same address and data and returns
+	// once it answers; pid is the new process.
+	Start(ctx context.Context) (pid int, err error)
+}
 
 // ErrBadConfig means a RunConfig or CompareConfig value is invalid.
 var ErrBadConfig = errors.New("bench: bad configuration")
@@ -82,14 +99,19 @@ type RunConfig struct {
 	Inflight int
 	// Senders is the number of concurrent trigger senders (16).
 	Senders int
+	// Restarter restarts the server (storm only).
+	Restarter Restarter
 	// Progress gets a progress bar (nil = none); Stderr the workers' stderr.
 	Progress io.Writer
 	Stderr   io.Writer
 }
 
 func (c *RunConfig) defaults() error {
-	if !slices.Contains(Scenarios, c.Scenario) {
-		return fmt.Errorf("%w: scenario %q (want %s)", ErrBadConfig, c.Scenario, strings.Join(Scenarios, ", "))
+	if !slices.Contains(AllScenarios, c.Scenario) {
+		return fmt.Errorf("%w: scenario %q (want %s)", ErrBadConfig, c.Scenario, strings.Join(AllScenarios, ", "))
+	}
+	if c.Scenario == ScenarioStorm && c.Restarter == nil {
+		return fmt.Errorf("%w: the storm scenario restarts the server: run it with ssebench compare --scenarios storm", ErrBadConfig)
 	}
 	if c.Conns <= 0 {
 		return fmt.Errorf("%w: conns must be > 0", ErrBadConfig)
@@ -132,6 +154,12 @@ func (c *RunConfig) defaults() error {
 	case ScenarioChurn:
 		def(&c.Keys, min(10, c.Conns))
 		deff(&c.Rate, 20)
+	case ScenarioStorm:
+		def(&c.Keys, min(100, c.Conns))
+		def(&c.Events, 2*c.Keys) // per phase: two per key before, two while away
+		deff(&c.Rate, 500)
+		// Every client reconnects at once: no cap on attempts in flight.
+		def(&c.Inflight, c.Conns)
 	}
 	def(&c.Events, 20)
 	defd(&c.Duration, 10*time.Second)
@@ -205,6 +233,11 @@ type Result struct {
 	// shows up in latency and CPU.
 	LoadAvg   float64 `json:"load_avg,omitempty"`
 	ServerLog string  `json:"server_log,omitempty"`
+	// Gaps counts "gap" events: loss the server announced (a stream
+	// resumed from an id it no longer has). Not counted in Lost.
+	Gaps int64 `json:"gaps"`
+	// Storm holds the storm scenario's own figures.
+	Storm *StormResult `json:"storm,omitempty"`
 }
 
 // Run runs one scenario against a running server.
@@ -251,6 +284,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 			Target: host, Proto: cfg.Proto, KeyPrefix: prefix, Keys: cfg.Keys, First: f, Conns: n,
 			Inflight: cfg.Inflight, ConnectTimeout: 10 * time.Second,
 			ChurnRate: churnRate, ChurnHold: cfg.ChurnHold, MaxLife: time.Hour,
+			Resume: cfg.Scenario == ScenarioStorm,
 		}
 		if !inProcess {
 			specs[i].Source = "127.0.0." + strconv.Itoa(2+i)
@@ -307,7 +341,13 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 		return v
 	}
 	var pub pubStats
+	var storm *stormRun
 	switch cfg.Scenario {
+	case ScenarioStorm:
+		if storm, err = runStorm(ctx, &cfg, fl, keys, perKey, res); err != nil {
+			return nil, err
+		}
+		pub = storm.pub
 	case ScenarioIdle:
 		if err := sleepCtx(ctx, cfg.Settle); err != nil {
 			return nil, err
@@ -396,6 +436,10 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 		res.ChurnOK += r.ChurnOK
 		res.ChurnErrors += r.ChurnErrors
 		res.ChurnDeliveries += r.ChurnDeliveries
+		res.Gaps += r.Gaps
+		if storm != nil {
+			storm.add(r)
+		}
 		lastRecv = max(lastRecv, r.LastRecvNs)
 		if r.Hist != nil {
 			hist.Merge(r.Hist)
@@ -428,6 +472,9 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 			res.DeliveriesPerSecond = float64(res.DeliveriesReceived) / s
 		}
 		res.CPUPerDelivery = res.CPUSeconds * 1e6 / float64(res.DeliveriesReceived)
+	}
+	if storm != nil {
+		storm.finish(res, lastRecv)
 	}
 	res.DurationSeconds = time.Since(began).Seconds()
 	res.LoadAvg = loadAvg()

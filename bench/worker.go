@@ -27,6 +27,11 @@ type WorkerSpec struct {
 	// once the parent says "go"; each is closed ChurnHold after its head.
 	ChurnRate float64       `json:"churn_rate"`
 	ChurnHold time.Duration `json:"churn_hold"`
+	// Resume (storm): a stable stream the server ends waits for the "go"
+	// command, then reconnects with the Last-Event-ID of the last event it
+	// received, retrying every 100 ms until it is admitted. Duplicates are
+	// counted across reconnects.
+	Resume bool `json:"resume,omitempty"`
 	// MaxLife stops the worker by itself, whatever the parent does.
 	MaxLife time.Duration `json:"max_life"`
 }
@@ -51,6 +56,15 @@ type WorkerReport struct {
 	BadData    int64 `json:"bad_data"`          // events whose data is not a bench payload
 	Comments   int64 `json:"comments"`          // comment lines (heartbeats)
 	LastRecvNs int64 `json:"last_recv_ns"`      // wall time of the last delivery
+	Gaps       int64 `json:"gaps"`              // "gap" events: loss the server announced
+
+	// Resume (storm).
+	Disconnects     int64 `json:"disconnects,omitempty"`      // stable streams the server ended
+	Waiting         int   `json:"waiting,omitempty"`          // of those, not admitted again yet
+	Reconnects      int64 `json:"reconnects,omitempty"`       // reconnect attempts
+	ReconnectErrors int64 `json:"reconnect_errors,omitempty"` // failed attempts (retried)
+	Readmitted      int64 `json:"readmitted,omitempty"`       // successful reconnects
+	LastReadmitNs   int64 `json:"last_readmit_ns,omitempty"`  // wall time of the last one
 
 	ChurnOpened     int64 `json:"churn_opened"`
 	ChurnOK         int64 `json:"churn_ok"`

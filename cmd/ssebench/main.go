@@ -4,7 +4,7 @@
 //
 //	ssebench baseline --listen ADDR
 //	ssebench run --target URL --scenario idle|fanout|throughput|churn --conns N [--proto mercure --jwt-key K] [flags]
-//	ssebench compare --conns N [--servers sseloop,baseline,mercure] [--scenarios idle,fanout,...] [--json FILE] [--chart FILE.svg]
+//	ssebench compare --conns N [--servers sseloop,baseline,mercure] [--scenarios idle,fanout,...,storm] [--json FILE] [--chart FILE.svg]
 package main
 
 import (
@@ -32,7 +32,7 @@ func main() {
 const usage = `usage:
   ssebench baseline --listen ADDR
   ssebench run --target URL --scenario idle|fanout|throughput|churn --conns N [--proto mercure --jwt-key K] [flags]
-  ssebench compare --conns N [--servers sseloop,baseline,mercure,mercure-bolt] [--scenarios idle,fanout,throughput,churn] [--json FILE] [--chart FILE.svg]
+  ssebench compare --conns N [--servers sseloop,baseline,mercure,mercure-bolt] [--scenarios idle,fanout,throughput,churn,storm] [--json FILE] [--chart FILE.svg]
 Run "ssebench COMMAND -h" for the flags of a command.
 `
 
@@ -99,7 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.SetOutput(stderr)
 		var cfg bench.CompareConfig
 		runFlags(fs, &cfg.Run)
-		scen := fs.String("scenarios", strings.Join(bench.Scenarios, ","), "comma-separated scenarios")
+		scen := fs.String("scenarios", strings.Join(bench.Scenarios, ","), "comma-separated scenarios; storm (kill -9, restart, reconnect storm) runs only when listed")
 		servers := fs.String("servers", strings.Join(bench.DefaultServers, ","), "comma-separated servers: "+strings.Join(bench.Servers, ", "))
 		fs.StringVar(&cfg.MercureBin, "mercure", "", "bench/mercurepeer binary (default: go build it)")
 		fs.StringVar(&cfg.JSON, "json", "", "write the results as JSON to this file")
