@@ -40,6 +40,8 @@ type lconn struct {
 	// bit per event of the stream's key, so duplicates are found whatever
 	// the server's ids look like.
 	seen []uint64
+	// seenShared is seen for the shared key (WorkerSpec.Shared).
+	seenShared uint64
 }
 
 // maxSeq bounds the payload sequences a stream tracks (128 KiB of bits at
@@ -60,6 +62,7 @@ type loadWorker struct {
 	req    []byte
 
 	r          WorkerReport
+	keyBase    int // connPerKey[i] and recvPerKey[i] are key keyBase+i
 	connPerKey []int
 	recvPerKey []int64
 	hist       Hist
@@ -105,14 +108,17 @@ func newLoadWorker(spec WorkerSpec) (*loadWorker, error) {
 		return nil, fmt.Errorf("bench: target: %w", err)
 	}
 	w := &loadWorker{
-		spec:       spec,
-		host:       spec.Target,
-		buf:        make([]byte, 64<<10),
-		events:     make([]unix.EpollEvent, 512),
-		connPerKey: make([]int, spec.Keys),
-		recvPerKey: make([]int64, spec.Keys),
-		errs:       make(map[string]int64),
+		spec:   spec,
+		host:   spec.Target,
+		buf:    make([]byte, 64<<10),
+		events: make([]unix.EpollEvent, 512),
+		errs:   make(map[string]int64),
 	}
+	span := spec.Keys
+	if b := spec.First % spec.Keys; spec.Conns > 0 && b+spec.Conns <= spec.Keys {
+		w.keyBase, span = b, spec.Conns // contiguous keys (per-user keys)
+	}
+	w.connPerKey, w.recvPerKey = make([]int, span), make([]int64, span)
 	w.addr.Port = ta.Port
 	copy(w.addr.Addr[:], ta.IP.To4())
 	if spec.Source != "" {
@@ -195,7 +201,7 @@ func (w *loadWorker) progress() *WorkerReport {
 	r.Settled = w.nextStable == w.spec.Conns && w.pendingStable == 0
 	if r.Settled && !w.settledSent {
 		w.settledSent = true
-		r.ConnPerKey = append([]int(nil), w.connPerKey...)
+		r.KeyBase, r.ConnPerKey = w.keyBase, append([]int(nil), w.connPerKey...)
 	}
 	return &r
 }
@@ -203,7 +209,7 @@ func (w *loadWorker) progress() *WorkerReport {
 func (w *loadWorker) final() *WorkerReport {
 	r := w.progress()
 	r.Final = true
-	r.ConnPerKey = append([]int(nil), w.connPerKey...)
+	r.KeyBase, r.ConnPerKey = w.keyBase, append([]int(nil), w.connPerKey...)
 	r.RecvPerKey = append([]int64(nil), w.recvPerKey...)
 	r.Errors = w.errs
 	h := w.hist
@@ -311,7 +317,7 @@ func (w *loadWorker) handle(ev *unix.EpollEvent) {
 			return
 		}
 		w.req = append(w.req[:0], "GET "...)
-		w.req = append(w.req, subscribePath(w.spec.Proto, keyName(w.spec.KeyPrefix, int(c.key)), int(c.idx))...)
+		w.req = append(w.req, subscribePath(w.spec.Proto, keyName(w.spec.KeyPrefix, int(c.key)), w.spec.Shared, int(c.idx))...)
 		w.req = append(w.req, " HTTP/1.1\r\nHost: "...)
 		w.req = append(w.req, w.host...)
 		w.req = append(w.req, "\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"...)
@@ -422,6 +428,10 @@ func (w *loadWorker) event(ev *Event) {
 	if w.spec.Resume {
 		c.lastID = append(c.lastID[:0], ev.ID...)
 	}
+	if len(ev.Data) > 0 && ev.Data[0] == sharedMark {
+		w.sharedEvent(c, ev)
+		return
+	}
 	seq, ts, ok := parsePayload(ev.Data)
 	if !ok || seq >= maxSeq {
 		w.r.BadData++
@@ -441,7 +451,25 @@ func (w *loadWorker) event(ev *Event) {
 		return
 	}
 	w.r.Received++
-	w.recvPerKey[c.key]++
+	w.recvPerKey[int(c.key)-w.keyBase]++
+	w.r.LastRecvNs = w.now
+	w.hist.Record((w.now - int64(ts)) / 1000)
+}
+
+// sharedEvent counts an event of the shared key.
+func (w *loadWorker) sharedEvent(c *lconn, ev *Event) {
+	seq, ts, ok := parsePayload(ev.Data[1:])
+	if !ok || seq >= maxSharedSeq || w.spec.Shared == "" || c.churn {
+		w.r.BadData++
+		return
+	}
+	if c.seenShared&(1<<seq) != 0 {
+		w.r.Duplicates++
+		return
+	}
+	c.seenShared |= 1 << seq
+	w.r.Received++
+	w.r.RecvShared++
 	w.r.LastRecvNs = w.now
 	w.hist.Record((w.now - int64(ts)) / 1000)
 }
@@ -463,7 +491,7 @@ func (w *loadWorker) established(c *lconn) {
 	}
 	w.pendingStable--
 	w.r.Connected++
-	w.connPerKey[c.key]++
+	w.connPerKey[int(c.key)-w.keyBase]++
 }
 
 // fail ends an attempt that never got its stream.

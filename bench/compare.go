@@ -356,6 +356,8 @@ func WriteResult(w io.Writer, r *Result) {
 		tw.row(m.name, m.format(m.get(r)))
 	}
 	tw.write(w)
+	writeConnectRate(w, r.Connect)
+	writeNodes(w, r.Nodes)
 	writeNotes(w, []*Result{r})
 }
 
@@ -395,6 +397,7 @@ func fFloat(v float64) string { return fmt.Sprintf("%.2f", v) }
 func metrics(scenario string) []metric {
 	common := []metric{
 		{"connected", func(r *Result) float64 { return float64(r.Connected) }, fInt, false},
+		{"connects/s", func(r *Result) float64 { return r.Connect.Mean }, fInt, true},
 		{"host load avg", func(r *Result) float64 { return r.LoadAvg }, fFloat, false},
 	}
 	delivery := []metric{
@@ -422,6 +425,23 @@ func metrics(scenario string) []metric {
 			metric{"idle cpu s", func(r *Result) float64 { return r.CPUSeconds }, fFloat, true},
 			metric{"idle cpu % core", idleCPUPercent, fFloat, true},
 		)
+	case ScenarioHold:
+		return append(append(common,
+			metric{"server rss MiB", func(r *Result) float64 { return float64(r.RSSBytes) / (1 << 20) }, fFloat, true},
+			metric{"rss per conn B", func(r *Result) float64 { return r.RSSPerConn }, fInt, true},
+			metric{"MemAvailable drop MiB", func(r *Result) float64 { return float64(r.MemAvailDropBytes) / (1 << 20) }, fFloat, false},
+			metric{"MemAvailable drop per conn B", func(r *Result) float64 { return r.MemAvailDropPerConn }, fInt, false},
+			metric{"idle cpu s", func(r *Result) float64 { return r.IdleCPUSeconds }, fFloat, true},
+			metric{"idle cpu % core", func(r *Result) float64 {
+				if r.QuietSeconds <= 0 {
+					return 0
+				}
+				return r.IdleCPUSeconds / r.QuietSeconds * 100
+			}, fFloat, true},
+			metric{"shared deliveries expected", func(r *Result) float64 { return float64(r.SharedDeliveries) }, fInt, false},
+			metric{"shared deliveries received", func(r *Result) float64 { return float64(r.SharedReceived) }, fInt, false},
+			metric{"sampled per-user keys", func(r *Result) float64 { return float64(r.SampleKeys) }, fInt, false},
+		), delivery...)
 	case ScenarioStorm:
 		return append(common,
 			metric{"events before + while away", func(r *Result) float64 { return float64(r.Events) }, fInt, false},

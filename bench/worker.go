@@ -17,9 +17,12 @@ type WorkerSpec struct {
 	Source    string `json:"source"`     // IPv4 to bind before connect; "" = the kernel's choice
 	KeyPrefix string `json:"key_prefix"` // key k is KeyPrefix + k
 	Keys      int    `json:"keys"`
-	First     int    `json:"first"`
-	Conns     int    `json:"conns"`    // stable connections
-	Inflight  int    `json:"inflight"` // connection attempts in flight at once
+	// Shared, when set, is a key every stable stream subscribes to as
+	// well (hold scenario); its events carry the payload "sSEQ NS".
+	Shared   string `json:"shared,omitempty"`
+	First    int    `json:"first"`
+	Conns    int    `json:"conns"`    // stable connections
+	Inflight int    `json:"inflight"` // connection attempts in flight at once
 	// ConnectTimeout bounds one attempt, from connect to a complete
 	// response head.
 	ConnectTimeout time.Duration `json:"connect_timeout"`
@@ -72,7 +75,13 @@ type WorkerReport struct {
 	ChurnErrors     int64 `json:"churn_errors"`
 	ChurnDeliveries int64 `json:"churn_deliveries"`
 
-	// Sent with the first settled report and the final one.
+	RecvShared int64 `json:"recv_shared,omitempty"` // of Received, events of the shared key
+
+	// Sent with the first settled report and the final one: connections
+	// per key, from key KeyBase on (a worker reports only the keys it
+	// uses when they are contiguous, so a million per-user keys do not
+	// travel as a million counters per worker).
+	KeyBase    int   `json:"key_base,omitempty"`
 	ConnPerKey []int `json:"conn_per_key,omitempty"`
 	// Final report only.
 	RecvPerKey []int64           `json:"recv_per_key,omitempty"`
@@ -102,9 +111,16 @@ const (
 
 // subscribePath returns stream i's request target. For sseloop it
 // alternates the two subscribe forms so both are exercised.
-func subscribePath(proto, key string, i int) string {
+func subscribePath(proto, key, shared string, i int) string {
 	if proto == ProtoMercure {
-		return "/.well-known/mercure?topic=" + url.QueryEscape(key)
+		p := "/.well-known/mercure?topic=" + url.QueryEscape(key)
+		if shared != "" {
+			p += "&topic=" + url.QueryEscape(shared)
+		}
+		return p
+	}
+	if shared != "" {
+		return "/events?key=" + url.QueryEscape(key) + "&key=" + url.QueryEscape(shared)
 	}
 	if i%2 == 0 {
 		return "/events?key=" + url.QueryEscape(key)
@@ -117,6 +133,21 @@ func subscribePath(proto, key string, i int) string {
 // nanoseconds. Loss and duplicates are counted on SEQ, not on the event
 // id: Mercure's ids are urn:uuid strings with no order.
 func appendPayload(dst []byte, seq uint64, ns int64) []byte {
+	return appendPayloadMark(dst, false, seq, ns)
+}
+
+// sharedMark starts the payload of an event of the shared key.
+const sharedMark = 's'
+
+// maxSharedSeq bounds the events of the shared key a stream tracks (one
+// 64-bit word per stream).
+const maxSharedSeq = 64
+
+// appendPayloadMark is appendPayload, with sharedMark first when shared.
+func appendPayloadMark(dst []byte, shared bool, seq uint64, ns int64) []byte {
+	if shared {
+		dst = append(dst, sharedMark)
+	}
 	dst = strconv.AppendUint(dst, seq, 10)
 	dst = append(dst, ' ')
 	return strconv.AppendInt(dst, ns, 10)

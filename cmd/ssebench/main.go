@@ -3,7 +3,7 @@
 // file parses arguments.
 //
 //	ssebench baseline --listen ADDR
-//	ssebench run --target URL --scenario idle|fanout|throughput|churn --conns N [--proto mercure --jwt-key K] [flags]
+//	ssebench run --target URL --scenario idle|fanout|throughput|churn|hold --conns N [--proto mercure --jwt-key K] [flags]
 //	ssebench compare --conns N [--servers sseloop,baseline,mercure] [--scenarios idle,fanout,...,storm] [--json FILE] [--chart FILE.svg]
 package main
 
@@ -31,7 +31,7 @@ func main() {
 
 const usage = `usage:
   ssebench baseline --listen ADDR
-  ssebench run --target URL --scenario idle|fanout|throughput|churn --conns N [--proto mercure --jwt-key K] [flags]
+  ssebench run --target URL --scenario idle|fanout|throughput|churn|hold --conns N [--proto mercure --jwt-key K] [flags]
   ssebench compare --conns N [--servers sseloop,baseline,mercure,mercure-bolt] [--scenarios idle,fanout,throughput,churn,storm] [--json FILE] [--chart FILE.svg]
 Run "ssebench COMMAND -h" for the flags of a command.
 `
@@ -62,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		var cfg bench.RunConfig
 		runFlags(fs, &cfg)
 		fs.StringVar(&cfg.Target, "target", "http://127.0.0.1:8080", "server base URL")
-		fs.StringVar(&cfg.Scenario, "scenario", "idle", "idle, fanout, throughput or churn")
+		fs.StringVar(&cfg.Scenario, "scenario", "idle", "idle, fanout, throughput, churn or hold (storm: use compare)")
 		fs.StringVar(&cfg.Server, "name", "", "server label in the result (default host:port)")
 		fs.StringVar(&cfg.Proto, "proto", bench.ProtoSseloop, "server API: sseloop (also the baseline's) or mercure")
 		fs.StringVar(&cfg.JWTKey, "jwt-key", "", "mercure: HS256 key to sign the publisher JWT with")
@@ -131,7 +131,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 func runFlags(fs *flag.FlagSet, c *bench.RunConfig) {
 	fs.IntVar(&c.Conns, "conns", 1000, "stable connections")
 	fs.IntVar(&c.Keys, "keys", 0, "keys (default: idle conns, fanout 1, throughput 100, churn 10)")
-	fs.IntVar(&c.Events, "events", 0, "fanout: events to publish (default 20)")
+	fs.IntVar(&c.Events, "events", 0, "fanout: events to publish (default 20); storm: per phase (default 2 per key); hold: broadcasts to the shared key (default 1)")
+	fs.IntVar(&c.Sample, "sample", 0, "hold: per-user keys that get one event each after the broadcast (default 1000)")
 	fs.Float64Var(&c.Rate, "rate", 0, "throughput/churn: events per second (default: throughput 2000, churn 20)")
 	fs.DurationVar(&c.Duration, "duration", 0, "throughput/churn: publishing time (default 10s)")
 	fs.Float64Var(&c.ChurnRate, "churn-rate", 0, "churn: connections opened and closed per second (default 100)")
