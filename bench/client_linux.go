@@ -53,7 +53,7 @@ const maxSeq = 1 << 20
 type loadWorker struct {
 	spec   WorkerSpec
 	addr   unix.SockaddrInet4
-	src    *unix.SockaddrInet4
+	srcs   []unix.SockaddrInet4 // source addresses, by stream index
 	host   string
 	epfd   int
 	byFD   []*lconn
@@ -126,8 +126,13 @@ func newLoadWorker(spec WorkerSpec) (*loadWorker, error) {
 		if ip == nil {
 			return nil, fmt.Errorf("bench: source %q is not an IPv4 address", spec.Source)
 		}
-		w.src = &unix.SockaddrInet4{}
-		copy(w.src.Addr[:], ip)
+		w.srcs = make([]unix.SockaddrInet4, max(1, spec.Spread))
+		for s := range w.srcs {
+			copy(w.srcs[s].Addr[:], ip)
+			if s > 0 {
+				w.srcs[s].Addr[0], w.srcs[s].Addr[1] = 127, byte(s)
+			}
+		}
 	}
 	w.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -281,11 +286,11 @@ func (w *loadWorker) open(c *lconn) {
 		return
 	}
 	c.fd = fd
-	if w.src != nil {
+	if len(w.srcs) > 0 {
 		// Let connect pick the port per 4-tuple: a plain bind would
 		// reserve it for every destination.
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-		if err := unix.Bind(fd, w.src); err != nil {
+		if err := unix.Bind(fd, &w.srcs[int(c.idx)%len(w.srcs)]); err != nil {
 			w.fail(c, "bind: "+err.Error())
 			return
 		}

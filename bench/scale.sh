@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 NODES=${NODES:-6}
 CONNS=${CONNS:-100000}
 EVENTS=${EVENTS:-5}
-INFLIGHT=${INFLIGHT:-1024}  # connection attempts in flight per worker process
+INFLIGHT=${INFLIGHT:-256}   # connection attempts in flight per worker process
 OUT=${OUT:-bench/results/scale.json}
 mkdir -p "$(dirname "$OUT")"
 

@@ -62,6 +62,9 @@ var ErrBadConfig = errors.New("bench: bad configuration")
 // cap of this machine is 20,000 per process, minus headroom.
 const perProcessConns = 18000
 
+// perSource is how many connections a worker makes from one source address.
+const perSource = 5000
+
 // RunConfig describes one scenario run against one server. Zero values
 // take the scenario's default, listed per field.
 type RunConfig struct {
@@ -325,6 +328,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 		}
 		if !inProcess {
 			specs[i].Source = "127.0.0." + strconv.Itoa(2+i)
+			specs[i].Spread = (n + perSource - 1) / perSource
 		}
 		f += n
 	}
