@@ -32,6 +32,7 @@ QUIET=${QUIET:-10s}          # idle CPU window
 SETTLE=${SETTLE:-5s}         # pause after connecting, before memory is read
 EVENTS=${EVENTS:-1}          # broadcasts to the shared key
 SAMPLE=${SAMPLE:-1000}       # per-user keys that get one event each
+HEARTBEAT=${HEARTBEAT:-30s}  # sseloop's default: one ":" per stream per 30 s
 OUT=${OUT:-bench/results/million.json}
 mkdir -p "$(dirname "$OUT")"
 
@@ -48,7 +49,7 @@ cleanup() {
     kill -9 "$p" 2>/dev/null || true
   done
   for r in "${restore[@]}"; do
-    echo "restore: sysctl -w $r"
+    echo "restore: sysctl -w ${r%%=*}=\"${r#*=}\""
     sysctl -q -w "$r" || echo "restore failed: $r"
   done
   rm -rf "$tmp"
@@ -80,8 +81,22 @@ at_least net.core.somaxconn 65535
 at_least net.ipv4.tcp_max_syn_backlog 65535
 # Two descriptors per stream (server and client end) plus slack.
 at_least fs.file-max $(( 2 * CONNS + 200000 ))
-echo "sysctl net.ipv4.ip_local_port_range = $(sysctl -n net.ipv4.ip_local_port_range | tr '\t' ' ') (each worker has its own source address: $PER_WORKER ports each)"
-echo "sysctl net.ipv4.tcp_mem = $(sysctl -n net.ipv4.tcp_mem | tr '\t' ' ') pages (idle streams queue nothing)"
+echo "sysctl net.ipv4.ip_local_port_range = $(sysctl -n net.ipv4.ip_local_port_range | tr '\t' ' ') (each worker spreads its streams over source addresses, at most 5,000 each)"
+# Idle streams queue nothing, but a broadcast queues an event on every
+# socket at once: past tcp_mem's maximum (pages, machine-wide) the kernel
+# drops and aborts connections ("TCP: out of memory"). Give a broadcast to
+# CONNS streams about 8 KiB per stream of room.
+read -r mem_lo mem_press mem_max < <(sysctl -n net.ipv4.tcp_mem)
+if (( mem_max < 2 * CONNS )); then
+  if sysctl -q -w net.ipv4.tcp_mem="$CONNS $(( 3 * CONNS / 2 )) $(( 2 * CONNS ))" 2>/dev/null; then
+    restore+=("net.ipv4.tcp_mem=$mem_lo $mem_press $mem_max")
+    echo "sysctl net.ipv4.tcp_mem: $mem_lo $mem_press $mem_max -> $CONNS $(( 3 * CONNS / 2 )) $(( 2 * CONNS )) pages (restored at exit)"
+  else
+    echo "sysctl net.ipv4.tcp_mem = $mem_lo $mem_press $mem_max pages: cannot raise it: a broadcast may hit its maximum"
+  fi
+else
+  echo "sysctl net.ipv4.tcp_mem = $mem_lo $mem_press $mem_max pages (enough)"
+fi
 echo "open files per process: $(ulimit -n) (soft), $(ulimit -Hn) (hard)"
 if (( PER_NODE + 100 > $(ulimit -n) || PER_WORKER + 100 > $(ulimit -n) )); then
   echo "million.sh: PER_NODE and PER_WORKER must stay below the open-files limit $(ulimit -n)" >&2
@@ -105,7 +120,7 @@ node_pids=()
 for i in $(seq "$NODES"); do
   "$tmp/sseloop" --listen "127.0.0.1:$PORT" --reuseport --loops "$LOOPS" \
     --store.driver redis --store.redis.addr "127.0.0.1:$RPORT" --store.redis.prefix "million:" \
-    --limits.max_conns "$(( $(ulimit -n) - 200 ))" \
+    --limits.max_conns "$(( $(ulimit -n) - 200 ))" --heartbeat "$HEARTBEAT" \
     --log.level warn >"$tmp/node$i.log" 2>&1 &
   pids+=($!)
   node_pids+=($!)
