@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -212,5 +214,47 @@ func TestCompareStorm(t *testing.T) {
 		if !strings.Contains(out.String(), row) {
 			t.Errorf("table lacks %q", row)
 		}
+	}
+}
+
+// TestRunStormServerCommand runs the storm through the path of ssebench
+// run --server-cmd: a server command ssebench starts, kills and restarts
+// itself, here sseloop on a file synced on every trigger, where a crash
+// loses nothing and so announces nothing: every missed event arrives, no
+// gap.
+func TestRunStormServerCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and restarts sseloop")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "sseloop")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/sseloop/sseloop/cmd/sseloop").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	argv := []string{bin, "--listen", addr, "--log.level", "warn", "--store.path", filepath.Join(dir, "e.db"), "--store.sync", "always"}
+	sc, err := StartServerCommand(context.Background(), argv, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Stop()
+	pid0 := sc.PID()
+	res, err := Run(context.Background(), RunConfig{
+		Target: "http://" + addr, Scenario: ScenarioStorm, Conns: 200, Keys: 10, Events: 20,
+		Settle: 100 * time.Millisecond, PID: sc.PID(), Restarter: sc.Restarter(),
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, sc.Stop())
+	}
+	s := res.Storm
+	if res.Connected != 200 || s.Readmitted != 200 || res.Lost != 0 || res.Duplicates != 0 || res.Gaps != 0 ||
+		s.MissedExpected != 400 || s.MissedReceived != 400 || sc.PID() == pid0 {
+		t.Errorf("connected %d readmitted %d lost %d dups %d gaps %d missed %d/%d pid %d -> %d (%v)", res.Connected, s.Readmitted,
+			res.Lost, res.Duplicates, res.Gaps, s.MissedReceived, s.MissedExpected, pid0, sc.PID(), res.Errors)
 	}
 }

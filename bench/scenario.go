@@ -126,7 +126,7 @@ func (c *RunConfig) defaults() error {
 		return fmt.Errorf("%w: scenario %q (want %s)", ErrBadConfig, c.Scenario, strings.Join(AllScenarios, ", "))
 	}
 	if c.Scenario == ScenarioStorm && c.Restarter == nil {
-		return fmt.Errorf("%w: the storm scenario restarts the server: run it with ssebench compare --scenarios storm", ErrBadConfig)
+		return fmt.Errorf("%w: the storm scenario restarts the server: give ssebench run --server-cmd, or use ssebench compare --scenarios storm", ErrBadConfig)
 	}
 	if c.Conns <= 0 {
 		return fmt.Errorf("%w: conns must be > 0", ErrBadConfig)

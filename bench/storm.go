@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os/exec"
 	"sync"
 	"time"
 )
@@ -199,4 +200,45 @@ func runStorm(ctx context.Context, cfg *RunConfig, fl *fleet, keys []string, per
 	st.res.CPUSeconds, _ = procCPU(pid)
 	res.CPUSeconds = st.res.CPUSeconds
 	return st, nil
+}
+
+// ServerCommand is a server process that ssebench started itself, so that
+// the storm scenario of ssebench run can kill and restart it: the command
+// must serve addr and answer GET /healthz with 200 once ready.
+type ServerCommand struct{ r *restarter }
+
+// StartServerCommand starts argv (no shell) and waits until addr answers
+// /healthz. Every restart runs the same argv.
+func StartServerCommand(ctx context.Context, argv []string, addr string) (*ServerCommand, error) {
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("%w: empty server command", ErrBadConfig)
+	}
+	mk := func(string) *exec.Cmd { return exec.Command(argv[0], argv[1:]...) }
+	s, err := startServer(ctx, argv[0], mk, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &ServerCommand{r: &restarter{name: argv[0], mk: mk, srv: s, addr: addr}}, nil
+}
+
+// Restarter returns the Restarter for RunConfig.
+func (c *ServerCommand) Restarter() Restarter { return c.r }
+
+// PID is the running server's process id (0 between kill and restart).
+func (c *ServerCommand) PID() int {
+	if c.r.srv == nil {
+		return 0
+	}
+	return c.r.srv.cmd.Process.Pid
+}
+
+// Stop ends the server (SIGTERM, then SIGKILL after 10 s) and returns the
+// tail of its output.
+func (c *ServerCommand) Stop() string {
+	out := c.r.log
+	if c.r.srv != nil {
+		out += c.r.srv.stop()
+		c.r.srv = nil
+	}
+	return out
 }

@@ -3,7 +3,7 @@
 // file parses arguments.
 //
 //	ssebench baseline --listen ADDR
-//	ssebench run --target URL --scenario idle|fanout|throughput|churn|hold --conns N [--proto mercure --jwt-key K] [flags]
+//	ssebench run --target URL --scenario idle|fanout|throughput|churn|hold|storm --conns N [--server-cmd "CMD ARGS"] [--proto mercure --jwt-key K] [flags]
 //	ssebench compare --conns N [--servers sseloop,baseline,mercure] [--scenarios idle,fanout,...,storm] [--json FILE] [--chart FILE.svg]
 package main
 
@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -31,7 +32,7 @@ func main() {
 
 const usage = `usage:
   ssebench baseline --listen ADDR
-  ssebench run --target URL --scenario idle|fanout|throughput|churn|hold --conns N [--proto mercure --jwt-key K] [flags]
+  ssebench run --target URL --scenario idle|fanout|throughput|churn|hold|storm --conns N [--server-cmd "CMD ARGS"] [--proto mercure --jwt-key K] [flags]
   ssebench compare --conns N [--servers sseloop,baseline,mercure,mercure-bolt] [--scenarios idle,fanout,throughput,churn,storm] [--json FILE] [--chart FILE.svg]
 Run "ssebench COMMAND -h" for the flags of a command.
 `
@@ -62,7 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		var cfg bench.RunConfig
 		runFlags(fs, &cfg)
 		fs.StringVar(&cfg.Target, "target", "http://127.0.0.1:8080", "server base URL")
-		fs.StringVar(&cfg.Scenario, "scenario", "idle", "idle, fanout, throughput, churn or hold (storm: use compare)")
+		fs.StringVar(&cfg.Scenario, "scenario", "idle", "idle, fanout, throughput, churn, hold or storm (storm needs --server-cmd)")
+		serverCmd := fs.String("server-cmd", "", "storm: the server command (no shell; it must serve --target and answer /healthz): ssebench starts it, kills it with SIGKILL and restarts it")
 		fs.StringVar(&cfg.Server, "name", "", "server label in the result (default host:port)")
 		fs.StringVar(&cfg.Proto, "proto", bench.ProtoSseloop, "server API: sseloop (also the baseline's) or mercure")
 		fs.StringVar(&cfg.JWTKey, "jwt-key", "", "mercure: HS256 key to sign the publisher JWT with")
@@ -86,6 +88,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		cfg.Progress, cfg.Stderr = progressWriter(*progress, stderr), stderr
+		if *serverCmd != "" {
+			u, perr := url.Parse(cfg.Target)
+			if perr != nil || u.Host == "" {
+				fmt.Fprintln(stderr, "ssebench: --target must be http://host:port with --server-cmd")
+				return 2
+			}
+			sc, serr := bench.StartServerCommand(ctx, strings.Fields(*serverCmd), u.Host)
+			if serr != nil {
+				fmt.Fprintln(stderr, "ssebench:", serr)
+				return 1
+			}
+			defer sc.Stop()
+			cfg.PID, cfg.Restarter = sc.PID(), sc.Restarter()
+		}
 		var res *bench.Result
 		res, err = bench.Run(ctx, cfg)
 		if err == nil {
