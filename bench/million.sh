@@ -33,6 +33,7 @@ SETTLE=${SETTLE:-5s}         # pause after connecting, before memory is read
 EVENTS=${EVENTS:-1}          # broadcasts to the shared key
 SAMPLE=${SAMPLE:-1000}       # per-user keys that get one event each
 HEARTBEAT=${HEARTBEAT:-30s}  # sseloop's default: one ":" per stream per 30 s
+POLL=${POLL:-100ms}          # sseloop's default: each node reads the Redis feed 10 times a second
 OUT=${OUT:-bench/results/million.json}
 mkdir -p "$(dirname "$OUT")"
 
@@ -120,7 +121,7 @@ node_pids=()
 for i in $(seq "$NODES"); do
   "$tmp/sseloop" --listen "127.0.0.1:$PORT" --reuseport --loops "$LOOPS" \
     --store.driver redis --store.redis.addr "127.0.0.1:$RPORT" --store.redis.prefix "million:" \
-    --limits.max_conns "$(( $(ulimit -n) - 200 ))" --heartbeat "$HEARTBEAT" \
+    --limits.max_conns "$(( $(ulimit -n) - 200 ))" --heartbeat "$HEARTBEAT" --poll "$POLL" \
     --log.level warn >"$tmp/node$i.log" 2>&1 &
   pids+=($!)
   node_pids+=($!)
@@ -137,7 +138,7 @@ procs=$(( (CONNS + PER_WORKER - 1) / PER_WORKER ))
 counters='TcpExtListenOverflows|TcpExtListenDrops|TcpExtTCPSynRetrans|TcpExtSyncookiesSent|TcpExtTCPReqQFullDrop|TcpExtTCPAbortOnMemory'
 snap() { { nstat -az 2>/dev/null || true; } | awk -v re="^($counters)\$" '$1 ~ re {print $1, $2}' | sort; }
 before=$(snap)
-echo "== $NODES sseloop nodes ($LOOPS loop each) on 127.0.0.1:$PORT, redis on $RPORT; $CONNS streams from $procs workers, $INFLIGHT attempts in flight each"
+echo "== $NODES sseloop nodes ($LOOPS loop each, --heartbeat $HEARTBEAT --poll $POLL) on 127.0.0.1:$PORT, redis on $RPORT; $CONNS streams from $procs workers, $INFLIGHT attempts in flight each"
 "$tmp/ssebench" run --target "http://127.0.0.1:$PORT" --scenario hold --conns "$CONNS" \
   --events "$EVENTS" --sample "$SAMPLE" --procs "$procs" --inflight "$INFLIGHT" \
   --settle "$SETTLE" --quiet "$QUIET" --name "sseloop x$NODES" \
