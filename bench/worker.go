@@ -138,19 +138,16 @@ func subscribePath(proto, key, shared string, i int) string {
 // Bench event payload: "SEQ NS", where SEQ numbers the events of one key
 // from 0 (publish number / keys) and NS is the send time in unix
 // nanoseconds. Loss and duplicates are counted on SEQ, not on the event
-// id: Mercure's ids are urn:uuid strings with no order.
-func appendPayload(dst []byte, seq uint64, ns int64) []byte {
-	return appendPayloadMark(dst, false, seq, ns)
-}
-
-// sharedMark starts the payload of an event of the shared key.
+// id: Mercure's ids are urn:uuid strings with no order. An event of the
+// shared key (hold scenario) has sharedMark before SEQ.
 const sharedMark = 's'
 
 // maxSharedSeq bounds the events of the shared key a stream tracks (one
 // 64-bit word per stream).
 const maxSharedSeq = 64
 
-// appendPayloadMark is appendPayload, with sharedMark first when shared.
+// appendPayloadMark appends a bench payload, with sharedMark first when
+// shared.
 func appendPayloadMark(dst []byte, shared bool, seq uint64, ns int64) []byte {
 	if shared {
 		dst = append(dst, sharedMark)
@@ -160,7 +157,8 @@ func appendPayloadMark(dst []byte, shared bool, seq uint64, ns int64) []byte {
 	return strconv.AppendInt(dst, ns, 10)
 }
 
-// parsePayload parses what appendPayload wrote, without allocating.
+// parsePayload parses what appendPayloadMark wrote (after any mark),
+// without allocating.
 func parsePayload(b []byte) (seq, ns uint64, ok bool) {
 	i := bytes.IndexByte(b, ' ')
 	if i < 0 {
