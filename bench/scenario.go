@@ -104,6 +104,9 @@ type RunConfig struct {
 	// one worker process per 18,000); P > 0 = P worker processes, worker i
 	// dialing from 127.0.0.(2+i).
 	Procs int
+	// ConnectTimeout bounds one connection attempt, from connect to a
+	// complete response head (10s); a stream that misses it is failed.
+	ConnectTimeout time.Duration
 	// Inflight bounds connection attempts in flight per worker (256).
 	Inflight int
 	// Senders is the number of concurrent trigger senders (16).
@@ -190,6 +193,7 @@ func (c *RunConfig) defaults() error {
 	defd(&c.Settle, 2*time.Second)
 	defd(&c.Quiet, 5*time.Second)
 	def(&c.Inflight, 256)
+	defd(&c.ConnectTimeout, 10*time.Second)
 	def(&c.Senders, 16)
 	if c.Procs < 0 {
 		return fmt.Errorf("%w: procs must be >= 0", ErrBadConfig)
@@ -319,7 +323,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 		}
 		specs[i] = WorkerSpec{
 			Target: host, Proto: cfg.Proto, KeyPrefix: prefix, Keys: cfg.Keys, First: f, Conns: n,
-			Inflight: cfg.Inflight, ConnectTimeout: 10 * time.Second,
+			Inflight: cfg.Inflight, ConnectTimeout: cfg.ConnectTimeout,
 			ChurnRate: churnRate, ChurnHold: cfg.ChurnHold, MaxLife: time.Hour,
 			Resume: cfg.Scenario == ScenarioStorm,
 		}
@@ -349,7 +353,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 	// Connect phase: bounded by the per-attempt timeout times the number
 	// of attempt waves, plus slack.
 	waves := (cfg.Conns/max(1, procs))/cfg.Inflight + 1
-	limit := time.Duration(waves)*10*time.Second + 30*time.Second
+	limit := time.Duration(waves)*cfg.ConnectTimeout + 30*time.Second
 	// and at least 500 connections per second over all.
 	limit = max(limit, time.Duration(cfg.Conns/500)*time.Second)
 	bar := newBar(cfg.Progress, cfg.Server+" "+cfg.Scenario+" connect", int64(cfg.Conns))

@@ -157,6 +157,7 @@ func runFlags(fs *flag.FlagSet, c *bench.RunConfig) {
 	fs.DurationVar(&c.Quiet, "quiet", 0, "idle: CPU measurement window (default 5s)")
 	fs.IntVar(&c.Procs, "procs", 0, "worker processes (0 = automatic: one per 18,000 connections, in process below)")
 	fs.IntVar(&c.Inflight, "inflight", 0, "connection attempts in flight per worker (default 256)")
+	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 0, "one connection attempt, to a complete response head (default 10s)")
 	fs.IntVar(&c.Senders, "senders", 0, "concurrent trigger senders (default 16)")
 }
 
