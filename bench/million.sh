@@ -40,6 +40,7 @@ SAMPLE=${SAMPLE:-1000}       # per-user keys that get one event each
 HEARTBEAT=${HEARTBEAT:-30s}  # sseloop's default: one ":" per stream per 30 s
 POLL=${POLL:-100ms}          # sseloop's default: each node reads the Redis feed 10 times a second
 OUT=${OUT:-bench/results/million.json}
+# SERVER_BIN: an sseloop binary to run instead of building this checkout.
 mkdir -p "$(dirname "$OUT")"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -113,7 +114,11 @@ if (( CONNS > NODES * PER_NODE + NODES * PER_NODE / 20 )); then
   exit 2
 fi
 
-go build -o "$tmp/sseloop" ./cmd/sseloop
+if [ -n "${SERVER_BIN:-}" ]; then
+  cp "$SERVER_BIN" "$tmp/sseloop"   # e.g. an older build, to compare
+else
+  go build -o "$tmp/sseloop" ./cmd/sseloop
+fi
 go build -o "$tmp/ssebench" ./cmd/ssebench
 
 redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" \
