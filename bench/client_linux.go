@@ -16,6 +16,7 @@ const (
 	stHead                    // request sent, reading the response head
 	stStream                  // streaming events
 	stClosed
+	stWait // lost (WorkerSpec.Resume): waiting to reconnect with its Last-Event-ID
 )
 
 // lconn is one load-generator connection, owned by the worker's loop.
@@ -26,8 +27,12 @@ type lconn struct {
 	state    uint8
 	churn    bool
 	chunked  bool
+	resuming bool  // a reconnect attempt: sends Last-Event-ID
 	bad      error // set by a parser callback; the loop closes the conn
-	deadline int64 // unix ns: attempt timeout, then (churn) close time
+	// deadline (unix ns): attempt timeout, then (churn) close time, or
+	// (stWait) when a failed reconnect may be tried again.
+	deadline int64
+	lastID   []byte // id of the last event received (Resume)
 	head     []byte
 	dec      chunkDecoder
 	sse      Parser
@@ -35,6 +40,8 @@ type lconn struct {
 	// bit per event of the stream's key, so duplicates are found whatever
 	// the server's ids look like.
 	seen []uint64
+	// seenShared is seen for the shared key (WorkerSpec.Shared).
+	seenShared uint64
 }
 
 // maxSeq bounds the payload sequences a stream tracks (128 KiB of bits at
@@ -46,7 +53,7 @@ const maxSeq = 1 << 20
 type loadWorker struct {
 	spec   WorkerSpec
 	addr   unix.SockaddrInet4
-	src    *unix.SockaddrInet4
+	srcs   []unix.SockaddrInet4 // source addresses, by stream index
 	host   string
 	epfd   int
 	byFD   []*lconn
@@ -55,6 +62,7 @@ type loadWorker struct {
 	req    []byte
 
 	r          WorkerReport
+	keyBase    int // connPerKey[i] and recvPerKey[i] are key keyBase+i
 	connPerKey []int
 	recvPerKey []int64
 	hist       Hist
@@ -69,6 +77,9 @@ type loadWorker struct {
 	activeStart int64
 	churnStart  int64 // churn attempts started
 	churnQ      []*lconn
+
+	resumeGo bool     // Resume: the parent said go, waiting streams reconnect
+	waitQ    []*lconn // Resume: lost streams, in the order they may reconnect
 
 	cur     *lconn
 	now     int64
@@ -97,14 +108,17 @@ func newLoadWorker(spec WorkerSpec) (*loadWorker, error) {
 		return nil, fmt.Errorf("bench: target: %w", err)
 	}
 	w := &loadWorker{
-		spec:       spec,
-		host:       spec.Target,
-		buf:        make([]byte, 64<<10),
-		events:     make([]unix.EpollEvent, 512),
-		connPerKey: make([]int, spec.Keys),
-		recvPerKey: make([]int64, spec.Keys),
-		errs:       make(map[string]int64),
+		spec:   spec,
+		host:   spec.Target,
+		buf:    make([]byte, 64<<10),
+		events: make([]unix.EpollEvent, 512),
+		errs:   make(map[string]int64),
 	}
+	span := spec.Keys
+	if b := spec.First % spec.Keys; spec.Conns > 0 && b+spec.Conns <= spec.Keys {
+		w.keyBase, span = b, spec.Conns // contiguous keys (per-user keys)
+	}
+	w.connPerKey, w.recvPerKey = make([]int, span), make([]int64, span)
 	w.addr.Port = ta.Port
 	copy(w.addr.Addr[:], ta.IP.To4())
 	if spec.Source != "" {
@@ -112,8 +126,13 @@ func newLoadWorker(spec WorkerSpec) (*loadWorker, error) {
 		if ip == nil {
 			return nil, fmt.Errorf("bench: source %q is not an IPv4 address", spec.Source)
 		}
-		w.src = &unix.SockaddrInet4{}
-		copy(w.src.Addr[:], ip)
+		w.srcs = make([]unix.SockaddrInet4, max(1, spec.Spread))
+		for s := range w.srcs {
+			copy(w.srcs[s].Addr[:], ip)
+			if s > 0 {
+				w.srcs[s].Addr[0], w.srcs[s].Addr[1] = 127, byte(s)
+			}
+		}
 	}
 	w.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -138,6 +157,9 @@ func (w *loadWorker) run(cmds <-chan string, report func(*WorkerReport)) error {
 		if w.active {
 			w.churn()
 		}
+		if w.resumeGo {
+			w.reconnect()
+		}
 		n, err := unix.EpollWait(w.epfd, w.events, 10)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			w.closeAll()
@@ -160,7 +182,11 @@ func (w *loadWorker) run(cmds <-chan string, report func(*WorkerReport)) error {
 			}
 			switch cmd {
 			case cmdGo:
-				w.active, w.activeStart = true, time.Now().UnixNano()
+				if w.spec.Resume {
+					w.resumeGo = true
+				} else {
+					w.active, w.activeStart = true, time.Now().UnixNano()
+				}
 			case cmdStop:
 				w.closeAll()
 				report(w.final())
@@ -180,7 +206,7 @@ func (w *loadWorker) progress() *WorkerReport {
 	r.Settled = w.nextStable == w.spec.Conns && w.pendingStable == 0
 	if r.Settled && !w.settledSent {
 		w.settledSent = true
-		r.ConnPerKey = append([]int(nil), w.connPerKey...)
+		r.KeyBase, r.ConnPerKey = w.keyBase, append([]int(nil), w.connPerKey...)
 	}
 	return &r
 }
@@ -188,7 +214,7 @@ func (w *loadWorker) progress() *WorkerReport {
 func (w *loadWorker) final() *WorkerReport {
 	r := w.progress()
 	r.Final = true
-	r.ConnPerKey = append([]int(nil), w.connPerKey...)
+	r.KeyBase, r.ConnPerKey = w.keyBase, append([]int(nil), w.connPerKey...)
 	r.RecvPerKey = append([]int64(nil), w.recvPerKey...)
 	r.Errors = w.errs
 	h := w.hist
@@ -227,20 +253,44 @@ func (w *loadWorker) churn() {
 	}
 }
 
+// reconnect dials waiting streams again (Resume), all at once up to
+// Inflight; a failed attempt waits retryAfter before its next one.
+func (w *loadWorker) reconnect() {
+	for len(w.waitQ) > 0 && w.pending < w.spec.Inflight {
+		c := w.waitQ[0]
+		if c.deadline > w.now {
+			break
+		}
+		w.waitQ[0] = nil
+		w.waitQ = w.waitQ[1:]
+		*c = lconn{fd: -1, key: c.key, idx: c.idx, resuming: true, seen: c.seen, lastID: c.lastID}
+		w.r.Reconnects++
+		w.open(c)
+	}
+}
+
+// retryAfter is how long a failed reconnect attempt waits (Resume).
+const retryAfter = 100 * time.Millisecond
+
 func (w *loadWorker) dial(idx, key int, churn bool) {
+	w.open(&lconn{fd: -1, key: int32(key), idx: int32(idx), churn: churn})
+}
+
+// open starts connecting c.
+func (w *loadWorker) open(c *lconn) {
 	w.pending++
-	c := &lconn{fd: -1, key: int32(key), idx: int32(idx), churn: churn, deadline: w.now + int64(w.spec.ConnectTimeout)}
+	c.deadline = w.now + int64(w.spec.ConnectTimeout)
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		w.fail(c, "socket: "+err.Error())
 		return
 	}
 	c.fd = fd
-	if w.src != nil {
+	if len(w.srcs) > 0 {
 		// Let connect pick the port per 4-tuple: a plain bind would
 		// reserve it for every destination.
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-		if err := unix.Bind(fd, w.src); err != nil {
+		if err := unix.Bind(fd, &w.srcs[int(c.idx)%len(w.srcs)]); err != nil {
 			w.fail(c, "bind: "+err.Error())
 			return
 		}
@@ -272,10 +322,16 @@ func (w *loadWorker) handle(ev *unix.EpollEvent) {
 			return
 		}
 		w.req = append(w.req[:0], "GET "...)
-		w.req = append(w.req, subscribePath(w.spec.Proto, keyName(w.spec.KeyPrefix, int(c.key)), int(c.idx))...)
+		w.req = append(w.req, subscribePath(w.spec.Proto, keyName(w.spec.KeyPrefix, int(c.key)), w.spec.Shared, int(c.idx))...)
 		w.req = append(w.req, " HTTP/1.1\r\nHost: "...)
 		w.req = append(w.req, w.host...)
-		w.req = append(w.req, "\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"...)
+		w.req = append(w.req, "\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"...)
+		if c.resuming && len(c.lastID) > 0 {
+			w.req = append(w.req, "Last-Event-ID: "...)
+			w.req = append(w.req, c.lastID...)
+			w.req = append(w.req, "\r\n"...)
+		}
+		w.req = append(w.req, "\r\n"...)
 		n, err := unix.Write(fd, w.req)
 		if err != nil || n != len(w.req) {
 			w.fail(c, "write request")
@@ -364,8 +420,21 @@ func (w *loadWorker) feedSSE(p []byte) {
 
 func (w *loadWorker) event(ev *Event) {
 	c := w.cur
+	if string(ev.Type) == "gap" {
+		// Announced loss: the server says it no longer has what this
+		// stream missed.
+		w.r.Gaps++
+		return
+	}
 	if !ev.HasID {
 		w.r.NoID++
+		return
+	}
+	if w.spec.Resume {
+		c.lastID = append(c.lastID[:0], ev.ID...)
+	}
+	if len(ev.Data) > 0 && ev.Data[0] == sharedMark {
+		w.sharedEvent(c, ev)
 		return
 	}
 	seq, ts, ok := parsePayload(ev.Data)
@@ -387,7 +456,25 @@ func (w *loadWorker) event(ev *Event) {
 		return
 	}
 	w.r.Received++
-	w.recvPerKey[c.key]++
+	w.recvPerKey[int(c.key)-w.keyBase]++
+	w.r.LastRecvNs = w.now
+	w.hist.Record((w.now - int64(ts)) / 1000)
+}
+
+// sharedEvent counts an event of the shared key.
+func (w *loadWorker) sharedEvent(c *lconn, ev *Event) {
+	seq, ts, ok := parsePayload(ev.Data[1:])
+	if !ok || seq >= maxSharedSeq || w.spec.Shared == "" || c.churn {
+		w.r.BadData++
+		return
+	}
+	if c.seenShared&(1<<seq) != 0 {
+		w.r.Duplicates++
+		return
+	}
+	c.seenShared |= 1 << seq
+	w.r.Received++
+	w.r.RecvShared++
 	w.r.LastRecvNs = w.now
 	w.hist.Record((w.now - int64(ts)) / 1000)
 }
@@ -400,9 +487,16 @@ func (w *loadWorker) established(c *lconn) {
 		w.churnQ = append(w.churnQ, c)
 		return
 	}
+	if c.resuming {
+		c.resuming = false
+		w.r.Waiting--
+		w.r.Readmitted++
+		w.r.LastReadmitNs = w.now
+		return
+	}
 	w.pendingStable--
 	w.r.Connected++
-	w.connPerKey[c.key]++
+	w.connPerKey[int(c.key)-w.keyBase]++
 }
 
 // fail ends an attempt that never got its stream.
@@ -412,6 +506,15 @@ func (w *loadWorker) fail(c *lconn, why string) {
 		return
 	}
 	w.pending--
+	if c.resuming {
+		// The server is not back yet, or refused: try again soon.
+		w.r.ReconnectErrors++
+		w.errs["reconnect: "+why]++
+		w.close(c, false)
+		c.state, c.deadline = stWait, w.now+int64(retryAfter)
+		w.waitQ = append(w.waitQ, c)
+		return
+	}
 	if c.churn {
 		w.r.ChurnErrors++
 		w.errs["churn: "+why]++
@@ -427,6 +530,15 @@ func (w *loadWorker) fail(c *lconn, why string) {
 func (w *loadWorker) lost(c *lconn, why string) {
 	if c.state != stStream {
 		w.fail(c, why)
+		return
+	}
+	if w.spec.Resume && !c.churn {
+		// Storm: the server went away; reconnect when told to.
+		w.r.Disconnects++
+		w.r.Waiting++
+		w.close(c, false)
+		c.state, c.deadline = stWait, 0
+		w.waitQ = append(w.waitQ, c)
 		return
 	}
 	if c.churn {

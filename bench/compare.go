@@ -72,7 +72,7 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 		cfg.Scenarios = Scenarios
 	}
 	for _, s := range cfg.Scenarios {
-		if !slices.Contains(Scenarios, s) {
+		if !slices.Contains(AllScenarios, s) {
 			return nil, fmt.Errorf("%w: scenario %q", ErrBadConfig, s)
 		}
 	}
@@ -119,46 +119,65 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	starts := 0
-	start := map[string]func(addr string) *exec.Cmd{
-		ServerSseloop: func(addr string) *exec.Cmd {
-			args := append([]string{"--listen", addr, "--log.level", "warn"}, cfg.SseloopArgs...)
-			return exec.Command(bin, args...)
+	// Each start function gets the run number: a restart (storm) of the
+	// same run reuses the same data file.
+	start := map[string]func(addr string, run int) *exec.Cmd{
+		ServerSseloop: func(addr string, run int) *exec.Cmd {
+			args := []string{"--listen", addr, "--log.level", "warn"}
+			if slices.Contains(cfg.Scenarios, ScenarioStorm) {
+				// History on a file, as in production, so that a
+				// restarted server still has what its clients missed.
+				args = append(args, "--store.path", filepath.Join(tmp, fmt.Sprintf("sseloop-%d.db", run)), "--store.sync", "everysecond")
+			}
+			return exec.Command(bin, append(args, cfg.SseloopArgs...)...)
 		},
-		ServerBaseline: func(addr string) *exec.Cmd {
+		ServerBaseline: func(addr string, _ int) *exec.Cmd {
 			c := exec.Command(exe)
 			c.Env = append(os.Environ(), envRole+"=baseline", envListen+"="+addr)
 			return c
 		},
-		ServerMercure: func(addr string) *exec.Cmd {
+		ServerMercure: func(addr string, _ int) *exec.Cmd {
 			c := exec.Command(mercureBin, "--listen", addr, "--transport", "local")
 			c.Env = append(os.Environ(), "MERCUREPEER_JWT_KEY="+jwtKey)
 			return c
 		},
-		ServerMercureBolt: func(addr string) *exec.Cmd {
-			// A new file per process: every scenario starts empty.
-			starts++
-			db := filepath.Join(tmp, fmt.Sprintf("mercure-%d.db", starts))
+		ServerMercureBolt: func(addr string, run int) *exec.Cmd {
+			// A new file per run: every scenario starts empty.
+			db := filepath.Join(tmp, fmt.Sprintf("mercure-%d.db", run))
 			c := exec.Command(mercureBin, "--listen", addr, "--transport", "bolt", "--bolt", db)
 			c.Env = append(os.Environ(), "MERCUREPEER_JWT_KEY="+jwtKey)
 			return c
 		},
 	}
 	var results []*Result
+	run := 0
 	for _, scen := range cfg.Scenarios {
 		for _, name := range cfg.Servers {
-			srv, err := startServer(ctx, name, start[name])
+			run++
+			mk := func(addr string) *exec.Cmd { return start[name](addr, run) }
+			srv, err := startServer(ctx, name, mk, "")
 			if err != nil {
 				return results, err
 			}
 			rc := cfg.Run
 			rc.Target, rc.Server, rc.Scenario, rc.PID = "http://"+srv.addr, name, scen, srv.cmd.Process.Pid
+			var rs *restarter
+			if scen == ScenarioStorm {
+				rs = &restarter{name: name, mk: mk, srv: srv}
+				rc.Restarter = rs
+			}
 			rc.Proto, rc.JWTKey = ProtoSseloop, ""
 			if name == ServerMercure || name == ServerMercureBolt {
 				rc.Proto, rc.JWTKey = ProtoMercure, jwtKey
 			}
 			res, err := Run(ctx, rc)
-			logTail := srv.stop()
+			logTail := ""
+			if rs != nil {
+				srv, logTail = rs.srv, rs.log
+			}
+			if srv != nil {
+				logTail += srv.stop()
+			}
 			if err != nil {
 				return results, fmt.Errorf("%s %s: %w (server log: %s)", name, scen, err, logTail)
 			}
@@ -210,15 +229,46 @@ type server struct {
 	done chan struct{}
 }
 
-// startServer starts a server on a free loopback port and waits until its
-// /healthz answers 200.
-func startServer(ctx context.Context, name string, mk func(addr string) *exec.Cmd) (*server, error) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
+// restarter kills and restarts a compare server on its address (storm).
+type restarter struct {
+	name string
+	mk   func(addr string) *exec.Cmd
+	srv  *server // nil between Kill and a successful Start
+	addr string
+	log  string // output of the killed process
+}
+
+func (r *restarter) Kill() error {
+	if err := r.srv.cmd.Process.Kill(); err != nil {
+		return err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
+	<-r.srv.done
+	r.addr = r.srv.addr
+	r.log = strings.TrimSpace(r.srv.log.String()) + "\n[SIGKILL, restarted]\n"
+	r.srv = nil
+	return nil
+}
+
+func (r *restarter) Start(ctx context.Context) (int, error) {
+	s, err := startServer(ctx, r.name, r.mk, r.addr)
+	if err != nil {
+		return 0, err
+	}
+	r.srv = s
+	return s.cmd.Process.Pid, nil
+}
+
+// startServer starts a server on addr ("" = a free loopback port) and
+// waits until its /healthz answers 200.
+func startServer(ctx context.Context, name string, mk func(addr string) *exec.Cmd, addr string) (*server, error) {
+	if addr == "" {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		addr = ln.Addr().String()
+		ln.Close()
+	}
 	cmd := mk(addr)
 	s := &server{cmd: cmd, addr: addr, log: &tailBuffer{max: 8 << 10}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = s.log, s.log
@@ -228,7 +278,7 @@ func startServer(ctx context.Context, name string, mk func(addr string) *exec.Cm
 	}
 	go func() { _ = cmd.Wait(); close(s.done) }()
 	client := &http.Client{Timeout: time.Second}
-	err = waitFor(ctx, 30*time.Second, func() (bool, error) {
+	err := waitFor(ctx, 30*time.Second, func() (bool, error) {
 		select {
 		case <-s.done:
 			return false, fmt.Errorf("bench: %s exited at start: %s", name, s.log.String())
@@ -306,6 +356,8 @@ func WriteResult(w io.Writer, r *Result) {
 		tw.row(m.name, m.format(m.get(r)))
 	}
 	tw.write(w)
+	writeConnectRate(w, r.Connect)
+	writeNodes(w, r.Nodes)
 	writeNotes(w, []*Result{r})
 }
 
@@ -327,13 +379,25 @@ func idleCPUPercent(r *Result) float64 {
 	return r.CPUSeconds / r.QuietSeconds * 100
 }
 
-func fInt(v float64) string   { return fmt.Sprintf("%.0f", v) }
+func fInt(v float64) string    { return fmt.Sprintf("%.0f", v) }
+func fFloat3(v float64) string { return fmt.Sprintf("%.3f", v) }
+
+// storm reads a storm figure (0 for other scenarios).
+func storm(get func(*StormResult) float64) func(*Result) float64 {
+	return func(r *Result) float64 {
+		if r.Storm == nil {
+			return 0
+		}
+		return get(r.Storm)
+	}
+}
 func fMS(v float64) string    { return fmt.Sprintf("%.2f", v) }
 func fFloat(v float64) string { return fmt.Sprintf("%.2f", v) }
 
 func metrics(scenario string) []metric {
 	common := []metric{
 		{"connected", func(r *Result) float64 { return float64(r.Connected) }, fInt, false},
+		{"connects/s", func(r *Result) float64 { return r.Connect.Mean }, fInt, true},
 		{"host load avg", func(r *Result) float64 { return r.LoadAvg }, fFloat, false},
 	}
 	delivery := []metric{
@@ -360,6 +424,43 @@ func metrics(scenario string) []metric {
 			metric{"rss per conn B", func(r *Result) float64 { return r.RSSPerConn }, fInt, true},
 			metric{"idle cpu s", func(r *Result) float64 { return r.CPUSeconds }, fFloat, true},
 			metric{"idle cpu % core", idleCPUPercent, fFloat, true},
+		)
+	case ScenarioHold:
+		return append(append(common,
+			metric{"server rss MiB", func(r *Result) float64 { return float64(r.RSSBytes) / (1 << 20) }, fFloat, true},
+			metric{"rss per conn B", func(r *Result) float64 { return r.RSSPerConn }, fInt, true},
+			metric{"MemAvailable drop MiB", func(r *Result) float64 { return float64(r.MemAvailDropBytes) / (1 << 20) }, fFloat, false},
+			metric{"MemAvailable drop per conn B", func(r *Result) float64 { return r.MemAvailDropPerConn }, fInt, false},
+			metric{"idle cpu s", func(r *Result) float64 { return r.IdleCPUSeconds }, fFloat, true},
+			metric{"idle cpu % core", func(r *Result) float64 {
+				if r.QuietSeconds <= 0 {
+					return 0
+				}
+				return r.IdleCPUSeconds / r.QuietSeconds * 100
+			}, fFloat, true},
+			metric{"shared deliveries expected", func(r *Result) float64 { return float64(r.SharedDeliveries) }, fInt, false},
+			metric{"shared deliveries received", func(r *Result) float64 { return float64(r.SharedReceived) }, fInt, false},
+			metric{"sampled per-user keys", func(r *Result) float64 { return float64(r.SampleKeys) }, fInt, false},
+		), delivery...)
+	case ScenarioStorm:
+		return append(common,
+			metric{"events before + while away", func(r *Result) float64 { return float64(r.Events) }, fInt, false},
+			metric{"deliveries expected", func(r *Result) float64 { return float64(r.DeliveriesExpected) }, fInt, false},
+			metric{"deliveries received", func(r *Result) float64 { return float64(r.DeliveriesReceived) }, fInt, false},
+			metric{"lost", func(r *Result) float64 { return float64(r.Lost) }, fInt, false},
+			metric{"duplicates", func(r *Result) float64 { return float64(r.Duplicates) }, fInt, false},
+			metric{"gap events (announced loss)", func(r *Result) float64 { return float64(r.Gaps) }, fInt, false},
+			metric{"missed expected", storm(func(s *StormResult) float64 { return float64(s.MissedExpected) }), fInt, false},
+			metric{"missed received", storm(func(s *StormResult) float64 { return float64(s.MissedReceived) }), fInt, false},
+			metric{"restart to healthy s", storm(func(s *StormResult) float64 { return s.RestartSeconds }), fFloat3, true},
+			metric{"readmitted", storm(func(s *StormResult) float64 { return float64(s.Readmitted) }), fInt, false},
+			metric{"all readmitted s", storm(func(s *StormResult) float64 { return s.ReadmitSeconds }), fFloat3, true},
+			metric{"all caught up s", storm(func(s *StormResult) float64 { return s.CatchupSeconds }), fFloat3, true},
+			metric{"reconnect errors", storm(func(s *StormResult) float64 { return float64(s.ReconnectErrors) }), fInt, false},
+			metric{"peak rss MiB", storm(func(s *StormResult) float64 { return float64(s.PeakRSSBytes) / (1 << 20) }), fFloat, true},
+			metric{"server cpu s", storm(func(s *StormResult) float64 { return s.CPUSeconds }), fFloat, true},
+			metric{"latency p50 ms", func(r *Result) float64 { return r.Latency.P50 }, fMS, false},
+			metric{"latency max ms", func(r *Result) float64 { return r.Latency.Max }, fMS, false},
 		)
 	case ScenarioChurn:
 		return append(append(common, delivery...),
@@ -390,7 +491,7 @@ func WriteTable(w io.Writer, results []*Result) {
 	}
 	tw := &table{}
 	tw.row(head...)
-	for _, scen := range Scenarios {
+	for _, scen := range AllScenarios {
 		rs := make([]*Result, len(servers))
 		found := false
 		for i, s := range servers {
@@ -463,7 +564,7 @@ func writeNotes(w io.Writer, results []*Result) {
 		if len(notes) > 0 {
 			fmt.Fprintf(w, "note: %s %s: %s\n", r.Server, r.Scenario, strings.Join(notes, "; "))
 		}
-		failed := len(notes) > 0 || r.Lost > 0 || r.Duplicates > 0 || r.DroppedStreams > 0 || r.Connected < r.Conns
+		failed := len(notes) > 0 || r.Lost > 0 || r.Gaps > 0 || r.Duplicates > 0 || r.DroppedStreams > 0 || r.Connected < r.Conns
 		if r.ServerLog != "" && failed {
 			log := r.ServerLog
 			if len(log) > 600 {

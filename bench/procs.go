@@ -97,7 +97,7 @@ func (f *fleet) update(i int, r *WorkerReport) {
 	if r.ConnPerKey != nil && !f.sent[i] {
 		f.sent[i] = true
 		for k, n := range r.ConnPerKey {
-			f.perKey[k] += n
+			f.perKey[r.KeyBase+k] += n
 		}
 	}
 	f.latest[i] = r

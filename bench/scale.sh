@@ -7,7 +7,12 @@
 # POST reaches the subscribers of every node through the Redis change feed.
 #
 #   bash bench/scale.sh                 # 6 nodes, 100,000 connections
-#   NODES=3 CONNS=30000 bash bench/scale.sh
+#   NODES=3 CONNS=30000 INFLIGHT=1024 bash bench/scale.sh
+#
+# It reports the connect rate (per second, time to 25/50/75/100 %) and the
+# kernel's listen-queue counters over the run (nstat: ListenOverflows and
+# ListenDrops count handshakes dropped because an accept queue was full;
+# TCPSynRetrans the SYNs clients had to send again, each costing 1 s or more).
 #
 # Needs redis-server. Every process it starts is stopped by PID on exit.
 set -euo pipefail
@@ -16,6 +21,7 @@ cd "$(dirname "$0")/.."
 NODES=${NODES:-6}
 CONNS=${CONNS:-100000}
 EVENTS=${EVENTS:-5}
+INFLIGHT=${INFLIGHT:-256}   # connection attempts in flight per worker process
 OUT=${OUT:-bench/results/scale.json}
 mkdir -p "$(dirname "$OUT")"
 
@@ -52,10 +58,17 @@ for _ in $(seq 100); do
 done
 
 procs=$(( (CONNS + 17999) / 18000 ))
+counters='TcpExtListenOverflows|TcpExtListenDrops|TcpExtTCPSynRetrans|TcpExtSyncookiesSent|TcpExtTCPReqQFullDrop'
+snap() { { nstat -az 2>/dev/null || true; } | awk -v re="^($counters)\$" '$1 ~ re {print $1, $2}' | sort; }
+before=$(snap)
+echo "== listen backlog $(sysctl -n net.core.somaxconn) (net.core.somaxconn) per loop listener, SYN backlog $(sysctl -n net.ipv4.tcp_max_syn_backlog), $INFLIGHT attempts in flight per worker"
 echo "== $NODES sseloop nodes on 127.0.0.1:$PORT (pids ${node_pids[*]}), redis on $RPORT, $CONNS connections from $procs worker processes"
 "$tmp/ssebench" run --target "http://127.0.0.1:$PORT" --scenario fanout --conns "$CONNS" \
-  --events "$EVENTS" --procs "$procs" --name "sseloop x$NODES" \
+  --events "$EVENTS" --procs "$procs" --inflight "$INFLIGHT" --name "sseloop x$NODES" \
   --pid "$(IFS=,; echo "${node_pids[*]}")" --json "$OUT"
+
+echo "== kernel counters during the run (whole machine: other processes count too)"
+join <(echo "$before") <(snap) | awk '{printf "%-24s %d\n", $1, $3-$2}'
 
 echo "== per node (connections, RSS)"
 for p in "${node_pids[@]}"; do

@@ -27,10 +27,33 @@ const (
 	ScenarioFanout     = "fanout"
 	ScenarioThroughput = "throughput"
 	ScenarioChurn      = "churn"
+	// ScenarioStorm kills the server (SIGKILL), restarts it on the same
+	// data, publishes while the clients are away and lets every client
+	// reconnect at once with its Last-Event-ID. It needs a Restarter, so
+	// compare runs it (only when asked: --scenarios storm).
+	ScenarioStorm = "storm"
+	// ScenarioHold holds Conns streams, each on its own per-user key and
+	// on one shared key, measures memory and idle CPU, then broadcasts
+	// Events events to the shared key (one at a time, each once the
+	// previous reached everyone) and one event to each of Sample per-user
+	// keys. bench/million.sh runs it across many nodes.
+	ScenarioHold = "hold"
 )
 
-// Scenarios lists every scenario in the order compare runs them.
+// Scenarios lists the scenarios compare runs by default, in order.
 var Scenarios = []string{ScenarioIdle, ScenarioFanout, ScenarioThroughput, ScenarioChurn}
+
+// AllScenarios is Scenarios and the storm, in table order.
+var AllScenarios = append(slices.Clip(Scenarios), ScenarioStorm, ScenarioHold)
+
+// Restarter kills and restarts the server under test (storm scenario).
+type Restarter interface {
+	// Kill ends the server with SIGKILL and waits until it is gone.
+	Kill() error
+	// Start starts it again on the same address and data and returns
+	// once it answers; pid is the new process.
+	Start(ctx context.Context) (pid int, err error)
+}
 
 // ErrBadConfig means a RunConfig or CompareConfig value is invalid.
 var ErrBadConfig = errors.New("bench: bad configuration")
@@ -38,6 +61,9 @@ var ErrBadConfig = errors.New("bench: bad configuration")
 // perProcessConns is how many connections one worker holds: the open-files
 // cap of this machine is 20,000 per process, minus headroom.
 const perProcessConns = 18000
+
+// perSource is how many connections a worker makes from one source address.
+const perSource = 5000
 
 // RunConfig describes one scenario run against one server. Zero values
 // take the scenario's default, listed per field.
@@ -78,18 +104,32 @@ type RunConfig struct {
 	// one worker process per 18,000); P > 0 = P worker processes, worker i
 	// dialing from 127.0.0.(2+i).
 	Procs int
+	// ConnectTimeout bounds one connection attempt, from connect to a
+	// complete response head (10s); a stream that misses it is failed.
+	ConnectTimeout time.Duration
 	// Inflight bounds connection attempts in flight per worker (256).
 	Inflight int
 	// Senders is the number of concurrent trigger senders (16).
 	Senders int
+	// Sample is how many per-user keys get one event after the broadcast
+	// (hold; default min(1000, Keys)).
+	Sample int
+	// StormLimit bounds the wait until every client is re-admitted after
+	// the restart (storm; default 60s).
+	StormLimit time.Duration
+	// Restarter restarts the server (storm only).
+	Restarter Restarter
 	// Progress gets a progress bar (nil = none); Stderr the workers' stderr.
 	Progress io.Writer
 	Stderr   io.Writer
 }
 
 func (c *RunConfig) defaults() error {
-	if !slices.Contains(Scenarios, c.Scenario) {
-		return fmt.Errorf("%w: scenario %q (want %s)", ErrBadConfig, c.Scenario, strings.Join(Scenarios, ", "))
+	if !slices.Contains(AllScenarios, c.Scenario) {
+		return fmt.Errorf("%w: scenario %q (want %s)", ErrBadConfig, c.Scenario, strings.Join(AllScenarios, ", "))
+	}
+	if c.Scenario == ScenarioStorm && c.Restarter == nil {
+		return fmt.Errorf("%w: the storm scenario restarts the server: give ssebench run --server-cmd, or use ssebench compare --scenarios storm", ErrBadConfig)
 	}
 	if c.Conns <= 0 {
 		return fmt.Errorf("%w: conns must be > 0", ErrBadConfig)
@@ -132,6 +172,19 @@ func (c *RunConfig) defaults() error {
 	case ScenarioChurn:
 		def(&c.Keys, min(10, c.Conns))
 		deff(&c.Rate, 20)
+	case ScenarioHold:
+		def(&c.Keys, c.Conns)
+		def(&c.Events, 1)
+		def(&c.Sample, min(1000, c.Keys))
+		deff(&c.Rate, 1000)
+		c.Sample = min(c.Sample, c.Keys)
+	case ScenarioStorm:
+		def(&c.Keys, min(100, c.Conns))
+		defd(&c.StormLimit, time.Minute)
+		def(&c.Events, 2*c.Keys) // per phase: two per key before, two while away
+		deff(&c.Rate, 500)
+		// Every client reconnects at once: no cap on attempts in flight.
+		def(&c.Inflight, c.Conns)
 	}
 	def(&c.Events, 20)
 	defd(&c.Duration, 10*time.Second)
@@ -140,6 +193,7 @@ func (c *RunConfig) defaults() error {
 	defd(&c.Settle, 2*time.Second)
 	defd(&c.Quiet, 5*time.Second)
 	def(&c.Inflight, 256)
+	defd(&c.ConnectTimeout, 10*time.Second)
 	def(&c.Senders, 16)
 	if c.Procs < 0 {
 		return fmt.Errorf("%w: procs must be >= 0", ErrBadConfig)
@@ -205,6 +259,26 @@ type Result struct {
 	// shows up in latency and CPU.
 	LoadAvg   float64 `json:"load_avg,omitempty"`
 	ServerLog string  `json:"server_log,omitempty"`
+	// Hold scenario: the idle CPU window's server CPU (CPUSeconds is the
+	// broadcast's), the machine's MemAvailable drop from before the
+	// workers started until the streams were held, per connection too,
+	// and the deliveries of the broadcast to the shared key.
+	IdleCPUSeconds      float64 `json:"idle_cpu_seconds,omitempty"`
+	MemAvailDropBytes   int64   `json:"mem_available_drop_bytes,omitempty"`
+	MemAvailDropPerConn float64 `json:"mem_available_drop_per_conn_bytes,omitempty"`
+	SharedDeliveries    int64   `json:"shared_deliveries_expected,omitempty"`
+	SharedReceived      int64   `json:"shared_deliveries_received,omitempty"`
+	SampleKeys          int     `json:"sample_keys,omitempty"`
+	// Nodes: per server process (PID, then MorePIDs) while the streams
+	// are held: RSS and open descriptors (streams plus a few).
+	Nodes []NodeStat `json:"nodes,omitempty"`
+	// Connect is how fast the stable streams were established.
+	Connect ConnectRate `json:"connect"`
+	// Gaps counts "gap" events: loss the server announced (a stream
+	// resumed from an id it no longer has). Not counted in Lost.
+	Gaps int64 `json:"gaps"`
+	// Storm holds the storm scenario's own figures.
+	Storm *StormResult `json:"storm,omitempty"`
 }
 
 // Run runs one scenario against a running server.
@@ -249,11 +323,16 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 		}
 		specs[i] = WorkerSpec{
 			Target: host, Proto: cfg.Proto, KeyPrefix: prefix, Keys: cfg.Keys, First: f, Conns: n,
-			Inflight: cfg.Inflight, ConnectTimeout: 10 * time.Second,
+			Inflight: cfg.Inflight, ConnectTimeout: cfg.ConnectTimeout,
 			ChurnRate: churnRate, ChurnHold: cfg.ChurnHold, MaxLife: time.Hour,
+			Resume: cfg.Scenario == ScenarioStorm,
+		}
+		if cfg.Scenario == ScenarioHold {
+			specs[i].Shared = prefix + "shared"
 		}
 		if !inProcess {
 			specs[i].Source = "127.0.0." + strconv.Itoa(2+i)
+			specs[i].Spread = (n + perSource - 1) / perSource
 		}
 		f += n
 	}
@@ -264,6 +343,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 			return nil, fmt.Errorf("bench: server pid %d: %w", cfg.PID, err)
 		}
 	}
+	memBefore := memAvailable()
 	fl, err := startFleet(specs, cfg.Keys, inProcess, cfg.Stderr)
 	if err != nil {
 		return nil, err
@@ -273,20 +353,26 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 	// Connect phase: bounded by the per-attempt timeout times the number
 	// of attempt waves, plus slack.
 	waves := (cfg.Conns/max(1, procs))/cfg.Inflight + 1
-	limit := time.Duration(waves)*10*time.Second + 30*time.Second
+	limit := time.Duration(waves)*cfg.ConnectTimeout + 30*time.Second
+	// and at least 500 connections per second over all.
+	limit = max(limit, time.Duration(cfg.Conns/500)*time.Second)
 	bar := newBar(cfg.Progress, cfg.Server+" "+cfg.Scenario+" connect", int64(cfg.Conns))
-	err = waitFor(ctx, limit, func() (bool, error) {
+	cr := newConnectRate(cfg.Conns)
+	err = waitForEvery(ctx, limit, 20*time.Millisecond, func() (bool, error) {
 		reps := fl.snapshot()
 		settled := true
-		var done int64
+		var done, connected int64
 		for _, r := range reps {
 			settled = settled && r.Settled
 			done += int64(r.Connected + r.Failed)
+			connected += int64(r.Connected)
 		}
+		cr.observe(connected)
 		bar.set(done)
 		return settled, fl.firstErr()
 	})
 	bar.end()
+	res.Connect = cr.result()
 	if err != nil {
 		return nil, fmt.Errorf("bench: connect phase: %w", err)
 	}
@@ -307,7 +393,33 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 		return v
 	}
 	var pub pubStats
+	var storm *stormRun
 	switch cfg.Scenario {
+	case ScenarioStorm:
+		if storm, err = runStorm(ctx, &cfg, fl, keys, perKey, res); err != nil {
+			return nil, err
+		}
+		pub = storm.pub
+	case ScenarioHold:
+		if err := sleepCtx(ctx, cfg.Settle); err != nil {
+			return nil, err
+		}
+		res.RSSBytes = rss()
+		if cfg.PID > 0 {
+			res.Nodes = nodeStats(append([]int{cfg.PID}, cfg.MorePIDs...))
+		}
+		if memBefore > 0 {
+			res.MemAvailDropBytes = memBefore - memAvailable()
+		}
+		c0 := cpu()
+		if err := sleepCtx(ctx, cfg.Quiet); err != nil {
+			return nil, err
+		}
+		res.IdleCPUSeconds = cpu() - c0
+		res.QuietSeconds = cfg.Quiet.Seconds()
+		if pub, err = runHold(ctx, &cfg, fl, keys, perKey, res, cpu); err != nil {
+			return nil, err
+		}
 	case ScenarioIdle:
 		if err := sleepCtx(ctx, cfg.Settle); err != nil {
 			return nil, err
@@ -360,7 +472,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 			quiet := cfg
 			quiet.Progress = io.Discard
 			for i := range cfg.Events {
-				p := publish(ctx, quiet, keys, i, 1, 0)
+				p := publish(ctx, quiet, keys, false, i, 1, 0)
 				pub.merge(p)
 				res.DeliveriesExpected = expectedOf(pub)
 				deliveredBy(res.DeliveriesExpected, fmt.Sprintf("%s fanout event %d/%d", cfg.Server, i+1, cfg.Events))
@@ -369,7 +481,7 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 				}
 			}
 		} else {
-			pub = publish(ctx, cfg, keys, 0, 0, cfg.Duration)
+			pub = publish(ctx, cfg, keys, false, 0, 0, cfg.Duration)
 			res.DeliveriesExpected = expectedOf(pub)
 			deliveredBy(res.DeliveriesExpected, cfg.Server+" "+cfg.Scenario+" deliver")
 		}
@@ -396,6 +508,11 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 		res.ChurnOK += r.ChurnOK
 		res.ChurnErrors += r.ChurnErrors
 		res.ChurnDeliveries += r.ChurnDeliveries
+		res.Gaps += r.Gaps
+		res.SharedReceived += r.RecvShared
+		if storm != nil {
+			storm.add(r)
+		}
 		lastRecv = max(lastRecv, r.LastRecvNs)
 		if r.Hist != nil {
 			hist.Merge(r.Hist)
@@ -406,6 +523,9 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 	}
 	if len(res.Errors) == 0 {
 		res.Errors = nil
+	}
+	if res.Connected > 0 {
+		res.MemAvailDropPerConn = float64(res.MemAvailDropBytes) / float64(res.Connected)
 	}
 	if res.Connected > 0 && cfg.PID > 0 {
 		res.RSSPerConn = float64(res.RSSBytes-res.RSSBefore) / float64(res.Connected)
@@ -428,6 +548,9 @@ func Run(ctx context.Context, cfg RunConfig) (*Result, error) {
 			res.DeliveriesPerSecond = float64(res.DeliveriesReceived) / s
 		}
 		res.CPUPerDelivery = res.CPUSeconds * 1e6 / float64(res.DeliveriesReceived)
+	}
+	if storm != nil {
+		storm.finish(res, lastRecv)
 	}
 	res.DurationSeconds = time.Since(began).Seconds()
 	res.LoadAvg = loadAvg()
@@ -465,7 +588,9 @@ func (p *pubStats) merge(o pubStats) {
 // "SEQ NS": SEQ = n / len(keys) numbers the key's events, NS is the send
 // time. Senders are bounded; when they all wait on the server the offered
 // rate drops (reported as offered_events_per_second).
-func publish(ctx context.Context, cfg RunConfig, keys []string, first, count int, dur time.Duration) pubStats {
+//
+// shared marks the payloads as events of the shared key (hold).
+func publish(ctx context.Context, cfg RunConfig, keys []string, shared bool, first, count int, dur time.Duration) pubStats {
 	st := pubStats{sent: make([]int64, len(keys))}
 	tr := &http.Transport{MaxIdleConnsPerHost: cfg.Senders, MaxConnsPerHost: cfg.Senders, DisableCompression: true}
 	defer tr.CloseIdleConnections()
@@ -496,7 +621,7 @@ func publish(ctx context.Context, cfg RunConfig, keys []string, first, count int
 					st.first = now
 					mu.Unlock()
 				}
-				body = appendPayload(body[:0], uint64(i/len(keys)), now.UnixNano())
+				body = appendPayloadMark(body[:0], shared, uint64(i/len(keys)), now.UnixNano())
 				err := pc.send(ctx, client, keys[k], string(body))
 				mu.Lock()
 				if now.After(st.last) {

@@ -12,14 +12,24 @@ import (
 // (First+i) % Keys: with ProtoSseloop alternately with /events?key=K and
 // /events/{K}, with ProtoMercure with /.well-known/mercure?topic=K.
 type WorkerSpec struct {
-	Target    string `json:"target"`     // host:port of the server (IPv4)
-	Proto     string `json:"proto"`      // ProtoSseloop ("" too) or ProtoMercure
-	Source    string `json:"source"`     // IPv4 to bind before connect; "" = the kernel's choice
+	Target string `json:"target"` // host:port of the server (IPv4)
+	Proto  string `json:"proto"`  // ProtoSseloop ("" too) or ProtoMercure
+	Source string `json:"source"` // IPv4 to bind before connect; "" = the kernel's choice
+	// Spread is how many source addresses share the connections: Source
+	// a.b.c.d and, for s = 1..Spread-1, 127.s.c.d (all loopback). The
+	// kernel picks an ephemeral port per connection by searching the
+	// range for a free 4-tuple; as one address's ports fill up, each
+	// connect(2) takes longer (measured: the tail of a 100,000-stream
+	// run crawled at ~1,000/s with 18,000 streams per address).
+	Spread    int    `json:"spread,omitempty"`
 	KeyPrefix string `json:"key_prefix"` // key k is KeyPrefix + k
 	Keys      int    `json:"keys"`
-	First     int    `json:"first"`
-	Conns     int    `json:"conns"`    // stable connections
-	Inflight  int    `json:"inflight"` // connection attempts in flight at once
+	// Shared, when set, is a key every stable stream subscribes to as
+	// well (hold scenario); its events carry the payload "sSEQ NS".
+	Shared   string `json:"shared,omitempty"`
+	First    int    `json:"first"`
+	Conns    int    `json:"conns"`    // stable connections
+	Inflight int    `json:"inflight"` // connection attempts in flight at once
 	// ConnectTimeout bounds one attempt, from connect to a complete
 	// response head.
 	ConnectTimeout time.Duration `json:"connect_timeout"`
@@ -27,6 +37,11 @@ type WorkerSpec struct {
 	// once the parent says "go"; each is closed ChurnHold after its head.
 	ChurnRate float64       `json:"churn_rate"`
 	ChurnHold time.Duration `json:"churn_hold"`
+	// Resume (storm): a stable stream the server ends waits for the "go"
+	// command, then reconnects with the Last-Event-ID of the last event it
+	// received, retrying every 100 ms until it is admitted. Duplicates are
+	// counted across reconnects.
+	Resume bool `json:"resume,omitempty"`
 	// MaxLife stops the worker by itself, whatever the parent does.
 	MaxLife time.Duration `json:"max_life"`
 }
@@ -51,6 +66,15 @@ type WorkerReport struct {
 	BadData    int64 `json:"bad_data"`          // events whose data is not a bench payload
 	Comments   int64 `json:"comments"`          // comment lines (heartbeats)
 	LastRecvNs int64 `json:"last_recv_ns"`      // wall time of the last delivery
+	Gaps       int64 `json:"gaps"`              // "gap" events: loss the server announced
+
+	// Resume (storm).
+	Disconnects     int64 `json:"disconnects,omitempty"`      // stable streams the server ended
+	Waiting         int   `json:"waiting,omitempty"`          // of those, not admitted again yet
+	Reconnects      int64 `json:"reconnects,omitempty"`       // reconnect attempts
+	ReconnectErrors int64 `json:"reconnect_errors,omitempty"` // failed attempts (retried)
+	Readmitted      int64 `json:"readmitted,omitempty"`       // successful reconnects
+	LastReadmitNs   int64 `json:"last_readmit_ns,omitempty"`  // wall time of the last one
 
 	ChurnOpened     int64 `json:"churn_opened"`
 	ChurnOK         int64 `json:"churn_ok"`
@@ -58,7 +82,13 @@ type WorkerReport struct {
 	ChurnErrors     int64 `json:"churn_errors"`
 	ChurnDeliveries int64 `json:"churn_deliveries"`
 
-	// Sent with the first settled report and the final one.
+	RecvShared int64 `json:"recv_shared,omitempty"` // of Received, events of the shared key
+
+	// Sent with the first settled report and the final one: connections
+	// per key, from key KeyBase on (a worker reports only the keys it
+	// uses when they are contiguous, so a million per-user keys do not
+	// travel as a million counters per worker).
+	KeyBase    int   `json:"key_base,omitempty"`
 	ConnPerKey []int `json:"conn_per_key,omitempty"`
 	// Final report only.
 	RecvPerKey []int64           `json:"recv_per_key,omitempty"`
@@ -88,9 +118,16 @@ const (
 
 // subscribePath returns stream i's request target. For sseloop it
 // alternates the two subscribe forms so both are exercised.
-func subscribePath(proto, key string, i int) string {
+func subscribePath(proto, key, shared string, i int) string {
 	if proto == ProtoMercure {
-		return "/.well-known/mercure?topic=" + url.QueryEscape(key)
+		p := "/.well-known/mercure?topic=" + url.QueryEscape(key)
+		if shared != "" {
+			p += "&topic=" + url.QueryEscape(shared)
+		}
+		return p
+	}
+	if shared != "" {
+		return "/events?key=" + url.QueryEscape(key) + "&key=" + url.QueryEscape(shared)
 	}
 	if i%2 == 0 {
 		return "/events?key=" + url.QueryEscape(key)
@@ -101,14 +138,27 @@ func subscribePath(proto, key string, i int) string {
 // Bench event payload: "SEQ NS", where SEQ numbers the events of one key
 // from 0 (publish number / keys) and NS is the send time in unix
 // nanoseconds. Loss and duplicates are counted on SEQ, not on the event
-// id: Mercure's ids are urn:uuid strings with no order.
-func appendPayload(dst []byte, seq uint64, ns int64) []byte {
+// id: Mercure's ids are urn:uuid strings with no order. An event of the
+// shared key (hold scenario) has sharedMark before SEQ.
+const sharedMark = 's'
+
+// maxSharedSeq bounds the events of the shared key a stream tracks (one
+// 64-bit word per stream).
+const maxSharedSeq = 64
+
+// appendPayloadMark appends a bench payload, with sharedMark first when
+// shared.
+func appendPayloadMark(dst []byte, shared bool, seq uint64, ns int64) []byte {
+	if shared {
+		dst = append(dst, sharedMark)
+	}
 	dst = strconv.AppendUint(dst, seq, 10)
 	dst = append(dst, ' ')
 	return strconv.AppendInt(dst, ns, 10)
 }
 
-// parsePayload parses what appendPayload wrote, without allocating.
+// parsePayload parses what appendPayloadMark wrote (after any mark),
+// without allocating.
 func parsePayload(b []byte) (seq, ns uint64, ok bool) {
 	i := bytes.IndexByte(b, ' ')
 	if i < 0 {

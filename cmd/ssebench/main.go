@@ -3,8 +3,8 @@
 // file parses arguments.
 //
 //	ssebench baseline --listen ADDR
-//	ssebench run --target URL --scenario idle|fanout|throughput|churn --conns N [--proto mercure --jwt-key K] [flags]
-//	ssebench compare --conns N [--servers sseloop,baseline,mercure] [--scenarios idle,fanout,...] [--json FILE] [--chart FILE.svg]
+//	ssebench run --target URL --scenario idle|fanout|throughput|churn|hold|storm --conns N [--server-cmd "CMD ARGS"] [--proto mercure --jwt-key K] [flags]
+//	ssebench compare --conns N [--servers sseloop,baseline,mercure] [--scenarios idle,fanout,...,storm] [--json FILE] [--chart FILE.svg]
 package main
 
 import (
@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -31,8 +32,8 @@ func main() {
 
 const usage = `usage:
   ssebench baseline --listen ADDR
-  ssebench run --target URL --scenario idle|fanout|throughput|churn --conns N [--proto mercure --jwt-key K] [flags]
-  ssebench compare --conns N [--servers sseloop,baseline,mercure,mercure-bolt] [--scenarios idle,fanout,throughput,churn] [--json FILE] [--chart FILE.svg]
+  ssebench run --target URL --scenario idle|fanout|throughput|churn|hold|storm --conns N [--server-cmd "CMD ARGS"] [--proto mercure --jwt-key K] [flags]
+  ssebench compare --conns N [--servers sseloop,baseline,mercure,mercure-bolt] [--scenarios idle,fanout,throughput,churn,storm] [--json FILE] [--chart FILE.svg]
 Run "ssebench COMMAND -h" for the flags of a command.
 `
 
@@ -62,7 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		var cfg bench.RunConfig
 		runFlags(fs, &cfg)
 		fs.StringVar(&cfg.Target, "target", "http://127.0.0.1:8080", "server base URL")
-		fs.StringVar(&cfg.Scenario, "scenario", "idle", "idle, fanout, throughput or churn")
+		fs.StringVar(&cfg.Scenario, "scenario", "idle", "idle, fanout, throughput, churn, hold or storm (storm needs --server-cmd)")
+		serverCmd := fs.String("server-cmd", "", "storm: the server command (no shell; it must serve --target and answer /healthz): ssebench starts it, kills it with SIGKILL and restarts it")
 		fs.StringVar(&cfg.Server, "name", "", "server label in the result (default host:port)")
 		fs.StringVar(&cfg.Proto, "proto", bench.ProtoSseloop, "server API: sseloop (also the baseline's) or mercure")
 		fs.StringVar(&cfg.JWTKey, "jwt-key", "", "mercure: HS256 key to sign the publisher JWT with")
@@ -86,6 +88,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		cfg.Progress, cfg.Stderr = progressWriter(*progress, stderr), stderr
+		if *serverCmd != "" {
+			u, perr := url.Parse(cfg.Target)
+			if perr != nil || u.Host == "" {
+				fmt.Fprintln(stderr, "ssebench: --target must be http://host:port with --server-cmd")
+				return 2
+			}
+			sc, serr := bench.StartServerCommand(ctx, strings.Fields(*serverCmd), u.Host)
+			if serr != nil {
+				fmt.Fprintln(stderr, "ssebench:", serr)
+				return 1
+			}
+			defer sc.Stop()
+			cfg.PID, cfg.Restarter = sc.PID(), sc.Restarter()
+		}
 		var res *bench.Result
 		res, err = bench.Run(ctx, cfg)
 		if err == nil {
@@ -99,7 +115,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.SetOutput(stderr)
 		var cfg bench.CompareConfig
 		runFlags(fs, &cfg.Run)
-		scen := fs.String("scenarios", strings.Join(bench.Scenarios, ","), "comma-separated scenarios")
+		scen := fs.String("scenarios", strings.Join(bench.Scenarios, ","), "comma-separated scenarios; storm (kill -9, restart, reconnect storm) runs only when listed")
 		servers := fs.String("servers", strings.Join(bench.DefaultServers, ","), "comma-separated servers: "+strings.Join(bench.Servers, ", "))
 		fs.StringVar(&cfg.MercureBin, "mercure", "", "bench/mercurepeer binary (default: go build it)")
 		fs.StringVar(&cfg.JSON, "json", "", "write the results as JSON to this file")
@@ -131,7 +147,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 func runFlags(fs *flag.FlagSet, c *bench.RunConfig) {
 	fs.IntVar(&c.Conns, "conns", 1000, "stable connections")
 	fs.IntVar(&c.Keys, "keys", 0, "keys (default: idle conns, fanout 1, throughput 100, churn 10)")
-	fs.IntVar(&c.Events, "events", 0, "fanout: events to publish (default 20)")
+	fs.IntVar(&c.Events, "events", 0, "fanout: events to publish (default 20); storm: per phase (default 2 per key); hold: broadcasts to the shared key (default 1)")
+	fs.IntVar(&c.Sample, "sample", 0, "hold: per-user keys that get one event each after the broadcast (default 1000)")
 	fs.Float64Var(&c.Rate, "rate", 0, "throughput/churn: events per second (default: throughput 2000, churn 20)")
 	fs.DurationVar(&c.Duration, "duration", 0, "throughput/churn: publishing time (default 10s)")
 	fs.Float64Var(&c.ChurnRate, "churn-rate", 0, "churn: connections opened and closed per second (default 100)")
@@ -140,6 +157,7 @@ func runFlags(fs *flag.FlagSet, c *bench.RunConfig) {
 	fs.DurationVar(&c.Quiet, "quiet", 0, "idle: CPU measurement window (default 5s)")
 	fs.IntVar(&c.Procs, "procs", 0, "worker processes (0 = automatic: one per 18,000 connections, in process below)")
 	fs.IntVar(&c.Inflight, "inflight", 0, "connection attempts in flight per worker (default 256)")
+	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 0, "one connection attempt, to a complete response head (default 10s)")
 	fs.IntVar(&c.Senders, "senders", 0, "concurrent trigger senders (default 16)")
 }
 

@@ -72,6 +72,17 @@ type RedisConfig struct {
 	WaitReplicas int            `koanf:"wait_replicas"` // replicas WAITed for per trigger; 0 = none
 }
 
+// directPoll is the direct-poke interval the engine gets: 0 without a watch
+// prefix. Why: with nothing to read, the poller still copied every key with
+// a subscriber into a new map once per interval, O(keys) work per second on
+// an idle node (0.6 % of a core instead of 0.2 % at 15,000 per-user keys).
+func (r RedisConfig) directPoll() time.Duration {
+	if r.WatchPrefix == "" {
+		return 0
+	}
+	return r.DirectPoll
+}
+
 // SentinelConfig finds the Redis primary through Redis Sentinel.
 type SentinelConfig struct {
 	Master string   `koanf:"master"` // master name; "" = no Sentinel (use addr)

@@ -157,3 +157,15 @@ func TestRedisDocConfigLoads(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectPollOnlyWithWatchPrefix: without watched app keys the engine
+// runs no direct-poke poller at all (it would walk every subscribed key
+// each interval for nothing); with a watch prefix it gets the interval.
+func TestDirectPollOnlyWithWatchPrefix(t *testing.T) {
+	if got := (RedisConfig{DirectPoll: time.Second}).directPoll(); got != 0 {
+		t.Errorf("no watch prefix: direct poll %v, want 0", got)
+	}
+	if got := (RedisConfig{WatchPrefix: "cake_", DirectPoll: time.Second}).directPoll(); got != time.Second {
+		t.Errorf("watch prefix: direct poll %v, want 1s", got)
+	}
+}

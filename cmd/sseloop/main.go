@@ -83,7 +83,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	cfg.Engine.Logger = log
 	cfg.Engine.NoPublicMetrics = cfg.Metrics.Listen != "" && !cfg.Metrics.Public
 	if cfg.Store.Driver == "redis" {
-		cfg.Engine.DirectPoll = cfg.Store.Redis.DirectPoll
+		cfg.Engine.DirectPoll = cfg.Store.Redis.directPoll()
 		redis.SetLogger(redisLogger{log})
 		cfg.Engine.StartupAttrs = []any{"store", "redis", "addr", cfg.Store.Redis.Addr, "db", cfg.Store.Redis.DB,
 			"prefix", cfg.Store.Redis.Prefix}
