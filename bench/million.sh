@@ -39,7 +39,12 @@ EVENTS=${EVENTS:-1}          # broadcasts to the shared key
 SAMPLE=${SAMPLE:-1000}       # per-user keys that get one event each
 HEARTBEAT=${HEARTBEAT:-30s}  # sseloop's default: one ":" per stream per 30 s
 POLL=${POLL:-100ms}          # sseloop's default: each node reads the Redis feed 10 times a second
+PRESENCE_OFF=${PRESENCE_OFF:-true}
 OUT=${OUT:-bench/results/million.json}
+# PRESENCE_OFF: true (default) runs the nodes with --presence.off: nothing
+# here asks who is online, and presence on Redis costs every node a count
+# per subscribed key. PRESENCE_OFF=false measures it; PRESENCE_OFF= (empty)
+# passes no flag, for a SERVER_BIN older than the setting.
 # SERVER_BIN: an sseloop binary to run instead of building this checkout.
 mkdir -p "$(dirname "$OUT")"
 
@@ -132,7 +137,7 @@ for i in $(seq "$NODES"); do
   "$tmp/sseloop" --listen "127.0.0.1:$PORT" --reuseport --loops "$LOOPS" \
     --store.driver redis --store.redis.addr "127.0.0.1:$RPORT" --store.redis.prefix "million:" \
     --limits.max_conns "$(( $(ulimit -n) - 200 ))" --heartbeat "$HEARTBEAT" --poll "$POLL" \
-    --log.level warn >"$tmp/node$i.log" 2>&1 &
+    ${PRESENCE_OFF:+--presence.off="$PRESENCE_OFF"} --log.level warn >"$tmp/node$i.log" 2>&1 &
   pids+=($!)
   node_pids+=($!)
 done

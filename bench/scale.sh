@@ -48,7 +48,7 @@ node_pids=()
 for i in $(seq "$NODES"); do
   "$tmp/sseloop" --listen "127.0.0.1:$PORT" --reuseport \
     --store.driver redis --store.redis.addr "127.0.0.1:$RPORT" --store.redis.prefix "scale:" \
-    --log.level warn >"$tmp/node$i.log" 2>&1 &
+    --presence.off --log.level warn >"$tmp/node$i.log" 2>&1 &
   pids+=($!)
   node_pids+=($!)
 done
