@@ -74,32 +74,9 @@ func startServer(t *testing.T) string {
 // Why: the demo is the first thing a developer sees; it must work in a real
 // browser's EventSource, not only in our own parser.
 func TestDemoPageShowsTriggeredEvent(t *testing.T) {
-	exe := chromiumPath(t)
 	base := startServer(t)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe),
-		chromedp.Flag("headless", true),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.NoFirstRun,
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	// Start the browser on the undecorated context (a timeout on the first
-	// run would stop the whole browser), then bound every step.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelTimeout()
+	ctx := newBrowser(t)
 
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(base+"/"),

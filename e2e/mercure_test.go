@@ -67,29 +67,8 @@ func mercureHS256(t *testing.T, claim map[string]any) string {
 // the path every Symfony app with private updates takes, through a real
 // browser's cookie and EventSource handling, not our own parser.
 func TestMercurePrivateUpdateInBrowser(t *testing.T) {
-	exe := chromiumPath(t)
 	base := startMercureServer(t)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe),
-		chromedp.Flag("headless", true),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.NoFirstRun,
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelTimeout()
+	ctx := newBrowser(t)
 
 	sub := mercureHS256(t, map[string]any{"subscribe": []string{"https://example.com/users/7/{rest}"}})
 	const book = "https://example.com/books/1"

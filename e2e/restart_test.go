@@ -71,25 +71,10 @@ func triggerDemo(t *testing.T, base, data string) string {
 // has seen; the browser reconnects with its Last-Event-ID and must be told
 // (a gap row), then show the new server's events, never go silent.
 func TestDemoPageRestartWalkthrough(t *testing.T) {
-	exe := chromiumPath(t)
 	base, stop := runEngine(t, "127.0.0.1:0")
 	listen := strings.TrimPrefix(base, "http://")
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe), chromedp.Flag("headless", true), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true), chromedp.NoFirstRun,
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelTimeout()
+	ctx := newBrowser(t)
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS(`#status.open`))); err != nil {
 		t.Fatalf("page did not connect: %v", err)
 	}
