@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,7 +15,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/sseloop/sseloop/engine"
-	"github.com/sseloop/sseloop/store"
 )
 
 // requireExternal is set by .ci/run: tests that need an external program
@@ -40,33 +38,11 @@ func chromiumPath(t *testing.T) string {
 
 func startServer(t *testing.T) string {
 	t.Helper()
-	st, err := store.OpenBunt(":memory:", store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := engine.DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.Presence.Keys = []string{"demo"}
-	cfg.Presence.Interval = 200 * time.Millisecond
-	e, err := engine.New(cfg, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	select {
-	case <-e.Ready():
-	case err := <-done:
-		t.Fatalf("engine: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		_ = st.Close()
+	base, _ := runEngine(t, "127.0.0.1:0", func(c *engine.Config) {
+		c.Presence.Keys = []string{"demo"}
+		c.Presence.Interval = 200 * time.Millisecond
 	})
-	return "http://" + e.Addr().String()
+	return base
 }
 
 // TestDemoPageShowsTriggeredEvent opens the demo page in headless Chromium,

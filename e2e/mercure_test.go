@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -15,41 +13,18 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/sseloop/sseloop/engine"
-	"github.com/sseloop/sseloop/store"
 )
 
 const mercureSecret = "!ChangeThisMercureHubJWTSecretKey!"
 
 func startMercureServer(t *testing.T) string {
 	t.Helper()
-	st, err := store.OpenBunt(":memory:", store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := engine.DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.Mercure.Enabled = true
-	cfg.Mercure.PublisherJWT.Key = mercureSecret
-	cfg.Mercure.SubscriberJWT.Key = mercureSecret
-	e, err := engine.New(cfg, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	select {
-	case <-e.Ready():
-	case err := <-done:
-		t.Fatalf("engine: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		_ = st.Close()
+	base, _ := runEngine(t, "127.0.0.1:0", func(c *engine.Config) {
+		c.Mercure.Enabled = true
+		c.Mercure.PublisherJWT.Key = mercureSecret
+		c.Mercure.SubscriberJWT.Key = mercureSecret
 	})
-	return "http://" + e.Addr().String()
+	return base
 }
 
 func mercureHS256(t *testing.T, claim map[string]any) string {

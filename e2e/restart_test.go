@@ -15,8 +15,9 @@ import (
 	"github.com/sseloop/sseloop/store"
 )
 
-// runEngine serves an in-memory store on listen until stop is called.
-func runEngine(t *testing.T, listen string) (base string, stop func()) {
+// runEngine serves an in-memory store on listen until stop is called (or
+// the test ends); mutate, if not nil, adjusts the config first.
+func runEngine(t *testing.T, listen string, mutate func(*engine.Config)) (base string, stop func()) {
 	t.Helper()
 	st, err := store.OpenBunt(":memory:", store.Options{})
 	if err != nil {
@@ -24,8 +25,10 @@ func runEngine(t *testing.T, listen string) (base string, stop func()) {
 	}
 	cfg := engine.DefaultConfig()
 	cfg.Listen = listen
-	cfg.Retry = 500 * time.Millisecond
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if mutate != nil {
+		mutate(&cfg)
+	}
 	e, err := engine.New(cfg, st)
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +74,8 @@ func triggerDemo(t *testing.T, base, data string) string {
 // has seen; the browser reconnects with its Last-Event-ID and must be told
 // (a gap row), then show the new server's events, never go silent.
 func TestDemoPageRestartWalkthrough(t *testing.T) {
-	base, stop := runEngine(t, "127.0.0.1:0")
+	fastRetry := func(c *engine.Config) { c.Retry = 500 * time.Millisecond }
+	base, stop := runEngine(t, "127.0.0.1:0", fastRetry)
 	listen := strings.TrimPrefix(base, "http://")
 
 	ctx := newBrowser(t)
@@ -87,7 +91,7 @@ func TestDemoPageRestartWalkthrough(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`#status.connecting`))); err != nil {
 		t.Fatalf("the page did not notice the server went away: %v", err)
 	}
-	base, _ = runEngine(t, listen) // ...and starts it again: a new, empty store
+	base, _ = runEngine(t, listen, fastRetry) // ...and starts it again: a new, empty store
 
 	// The browser reconnects with Last-Event-ID = before: the page shows a
 	// gap (the history it came from is gone), then the new server's events.
