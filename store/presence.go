@@ -39,3 +39,32 @@ type PresenceCount struct {
 	Connections int      // open streams of the key
 	Users       []string // distinct users of those streams (token subjects), sorted
 }
+
+// Subscriptions is implemented by stores shared by several nodes (Redis),
+// so that the Mercure subscriptions API lists the subscriptions of every
+// node: each node puts its own records (one per subscriber) and renews a
+// heartbeat; a node that stops renewing drops out, and its records are
+// handed to exactly one other node, which announces their end. A store
+// used by one node (buntdb) does not implement it.
+type Subscriptions interface {
+	// PutSubscriptions sets (Data not nil) or removes (Data nil) node's
+	// records and renews node's heartbeat for ttl, also when recs is
+	// empty. fresh reports that the store held no live entry for node
+	// (first call, records lost, or node taken for dead): the caller then
+	// puts all its records again. dead are the records of every node whose
+	// heartbeat had expired (node's own included), removed by this call:
+	// each dead node's records are returned to one call only.
+	PutSubscriptions(ctx context.Context, node string, ttl time.Duration, recs []SubscriptionRecord) (fresh bool, dead []SubscriptionRecord, err error)
+	// ListSubscriptions returns the records of every live node but node.
+	ListSubscriptions(ctx context.Context, node string) ([]SubscriptionRecord, error)
+	// LeaveSubscriptions removes node's records and heartbeat (a clean
+	// shutdown).
+	LeaveSubscriptions(ctx context.Context, node string) error
+}
+
+// SubscriptionRecord is one subscriber's entry in [Subscriptions]: ID is
+// the subscriber, Data is opaque to the store.
+type SubscriptionRecord struct {
+	ID   string
+	Data []byte
+}
