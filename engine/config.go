@@ -249,9 +249,9 @@ var Options = []Option{
 	{Key: "mercure.heartbeat", Default: 40 * time.Second, Help: `a Mercure stream silent this long gets a ":" comment`},
 	{Key: "presence.off", Default: false, ZeroAllowed: true, Help: "turn presence off: GET /presence is 404, no per-stream bookkeeping, no node counts in Redis"},
 	{Key: "presence.keys", Default: []string{}, ZeroAllowed: true, Help: `key patterns whose subscribers get live "presence" events; none = off`},
-	{Key: "presence.interval", Default: time.Second, Help: "at most one presence event per key per interval; how often a node publishes its changed counts to Redis"},
+	{Key: "presence.interval", Default: time.Second, Help: "at most one presence event per key per interval; how often a node renews its presence counts and Mercure subscriptions in Redis"},
 	{Key: "presence.max_user_ids", Default: 100, Unit: "ids", Help: "user ids in a presence answer and in an event's joined/left lists (counts stay exact)"},
-	{Key: "presence.node_ttl", Default: 15 * time.Second, Help: "Redis: a node killed without a goodbye leaves every count within this long; must exceed presence.interval"},
+	{Key: "presence.node_ttl", Default: 15 * time.Second, Help: "Redis: a node killed without a goodbye leaves every presence count and Mercure subscriptions list within this long; must exceed presence.interval"},
 
 	{Key: "sources", Default: []Source{}, ZeroAllowed: true, Help: "data sources fetched once per poke (file only)"},
 }

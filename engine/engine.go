@@ -52,8 +52,12 @@ type Engine struct {
 	cors *corsPolicy
 	src  *sources
 
-	merc  *mercureAuth // nil unless mercure.enabled
-	mcors *corsPolicy  // mercure.cors_origins
+	merc *mercureAuth // nil unless mercure.enabled
+	// subsReg is the subscriptions registry shared with other nodes: nil
+	// unless mercure.subscriptions and a store implementing
+	// store.Subscriptions.
+	subsReg *subsRegistry
+	mcors   *corsPolicy // mercure.cors_origins
 
 	gnetEng gnet.Engine // set in OnBoot
 	addr    atomic.Pointer[net.TCPAddr]
@@ -142,6 +146,9 @@ func New(cfg Config, st store.Store) (*Engine, error) {
 	if e.hub, err = hub.New(hcfg, st); err != nil {
 		return nil, err
 	}
+	if ss, ok := st.(store.Subscriptions); ok && cfg.Mercure.Enabled && cfg.Mercure.Subscriptions {
+		e.subsReg = newSubsRegistry(e, ss)
+	}
 	return e, nil
 }
 
@@ -170,9 +177,17 @@ func (e *Engine) Run(ctx context.Context) error {
 	hctx, cancelHub := context.WithCancel(context.Background())
 	hubDone := make(chan error, 1)
 	go func() { hubDone <- e.hub.Run(hctx) }()
+	regDone := make(chan struct{})
+	go func() {
+		defer close(regDone)
+		if e.subsReg != nil {
+			e.subsReg.run(hctx)
+		}
+	}()
 	defer func() {
 		cancelHub()
 		<-hubDone
+		<-regDone
 	}()
 
 	addr, err := e.listenAddr()

@@ -20,8 +20,8 @@ import (
 // subscription starts (active) and ends, and GET
 // /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]] listing the
 // active ones as JSON-LD with an ETag. Events go through the store, so
-// every node's subscribers see every node's events; the list is this
-// node's streams only.
+// every node's subscribers see every node's events; with a shared store
+// the list covers every node too (mercure_cluster.go).
 
 const (
 	jsonldContext     = "https://mercure.rocks/"
@@ -79,7 +79,16 @@ func (l *loop) prepareSubscriptionEvents(ms *hub.MercureSub, cl *mercureClaims) 
 		ms.Payload, _ = json.Marshal(cl.Mercure.Payload)
 	}
 	l.e.publishSubscriptionEvents(ms, true)
-	ms.Left = func() { l.e.publishSubscriptionEvents(ms, false) }
+	reg := l.e.subsReg
+	if reg != nil {
+		reg.set(ms.ID, recordOf(ms))
+	}
+	ms.Left = func() {
+		l.e.publishSubscriptionEvents(ms, false)
+		if reg != nil {
+			reg.set(ms.ID, nil)
+		}
+	}
 }
 
 // publishSubscriptionEvents publishes one private update per topic of ms.
@@ -182,6 +191,18 @@ func (l *loop) mercureSubscriptions(c *conn, req *httpparse.Request) bool {
 		}
 		mu.Lock()
 		defer mu.Unlock()
+		if reg := l.e.subsReg; reg != nil {
+			others, err := reg.remote(ctx)
+			if err != nil {
+				l.e.m.httpError(503)
+				return appendError(nil, 503, cors, "store unavailable\n"), false
+			}
+			for _, ms := range others {
+				if subscriber == "" || ms.ID == subscriber {
+					subs = append(subs, subscriptionsOf(ms, topic, "", true)...)
+				}
+			}
+		}
 		var body []byte
 		if subscriber != "" {
 			if len(subs) == 0 {

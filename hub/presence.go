@@ -83,18 +83,19 @@ func (p *presence) init(cfg PresenceConfig, st store.Store) {
 		cfg.NodeTTL = 15 * time.Second
 	}
 	p.cfg = cfg
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	p.node = hex.EncodeToString(b[:])
 	if cfg.Off {
 		p.cfg.Live = nil
 		return // p.shared nil, p.on false: nothing is recorded
 	}
 	p.shared, _ = st.(store.Presence)
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	p.node = hex.EncodeToString(b[:])
 	p.on = p.shared != nil || cfg.Live != nil
 }
 
-// NodeID returns this node's id in a shared store's presence.
+// NodeID returns this node's id in a shared store (presence, the Mercure
+// subscriptions registry), random per Hub.
 func (h *Hub) NodeID() string { return h.pres.node }
 
 // keyPresence is a key's presence on one loop. It is kept in Loop.pres,
