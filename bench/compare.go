@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -163,7 +164,7 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 			rc.Target, rc.Server, rc.Scenario, rc.PID = "http://"+srv.addr, name, scen, srv.cmd.Process.Pid
 			var rs *restarter
 			if scen == ScenarioStorm {
-				rs = &restarter{name: name, mk: mk, srv: srv}
+				rs = &restarter{name: name, mk: mk, srvs: []*server{srv}}
 				rc.Restarter = rs
 			}
 			rc.Proto, rc.JWTKey = ProtoSseloop, ""
@@ -173,7 +174,10 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 			res, err := Run(ctx, rc)
 			logTail := ""
 			if rs != nil {
-				srv, logTail = rs.srv, rs.log
+				srv, logTail = nil, rs.log
+				if len(rs.srvs) > 0 {
+					srv = rs.srvs[0]
+				}
 			}
 			if srv != nil {
 				logTail += srv.stop()
@@ -229,33 +233,101 @@ type server struct {
 	done chan struct{}
 }
 
-// restarter kills and restarts a compare server on its address (storm).
+// restarter kills and restarts a server on its address (storm): one
+// process in compare, nodes processes sharing the address (SO_REUSEPORT)
+// with ssebench run --server-nodes.
 type restarter struct {
-	name string
-	mk   func(addr string) *exec.Cmd
-	srv  *server // nil between Kill and a successful Start
-	addr string
-	log  string // output of the killed process
+	name  string
+	mk    func(addr string) *exec.Cmd
+	nodes int       // processes on addr; 0 means 1
+	srvs  []*server // nil between Kill and a successful Start
+	addr  string
+	log   string // output of the killed processes
 }
 
+// Kill sends SIGKILL to every process at once, then waits for them.
 func (r *restarter) Kill() error {
-	if err := r.srv.cmd.Process.Kill(); err != nil {
-		return err
+	for _, s := range r.srvs {
+		if err := s.cmd.Process.Kill(); err != nil {
+			return err
+		}
 	}
-	<-r.srv.done
-	r.addr = r.srv.addr
-	r.log = strings.TrimSpace(r.srv.log.String()) + "\n[SIGKILL, restarted]\n"
-	r.srv = nil
+	r.log = ""
+	for _, s := range r.srvs {
+		<-s.done
+		r.addr = s.addr
+		r.log += strings.TrimSpace(s.log.String()) + "\n[SIGKILL, restarted]\n"
+	}
+	r.srvs = nil
 	return nil
 }
 
-func (r *restarter) Start(ctx context.Context) (int, error) {
-	s, err := startServer(ctx, r.name, r.mk, r.addr)
+func (r *restarter) Start(ctx context.Context) ([]int, error) {
+	srvs, err := startNodes(ctx, r.name, r.mk, r.addr, max(r.nodes, 1))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	r.srv = s
-	return s.cmd.Process.Pid, nil
+	r.srvs = srvs
+	return pidsOf(srvs), nil
+}
+
+func pidsOf(srvs []*server) []int {
+	pids := make([]int, len(srvs))
+	for i, s := range srvs {
+		pids[i] = s.cmd.Process.Pid
+	}
+	return pids
+}
+
+// startNodes starts n processes of mk on addr ("" = a free loopback port):
+// the first until /healthz answers, each further one until it listens on
+// the port (they share it with SO_REUSEPORT, so /healthz cannot tell them
+// apart).
+func startNodes(ctx context.Context, name string, mk func(addr string) *exec.Cmd, addr string, n int) ([]*server, error) {
+	first, err := startServer(ctx, name, mk, addr)
+	if err != nil {
+		return nil, err
+	}
+	srvs := []*server{first}
+	fail := func(err error) ([]*server, error) {
+		for _, s := range srvs {
+			s.stop()
+		}
+		return nil, err
+	}
+	_, portS, _ := net.SplitHostPort(first.addr)
+	port, _ := strconv.Atoi(portS)
+	for len(srvs) < n {
+		s, err := spawnServer(name, mk, first.addr)
+		if err != nil {
+			return fail(err)
+		}
+		srvs = append(srvs, s)
+		err = waitFor(ctx, 30*time.Second, func() (bool, error) {
+			select {
+			case <-s.done:
+				return false, fmt.Errorf("bench: %s node %d exited at start: %s", name, len(srvs), s.log.String())
+			default:
+			}
+			return listensOn(s.cmd.Process.Pid, port), nil
+		})
+		if err != nil {
+			return fail(err)
+		}
+	}
+	return srvs, nil
+}
+
+func spawnServer(name string, mk func(addr string) *exec.Cmd, addr string) (*server, error) {
+	cmd := mk(addr)
+	s := &server{cmd: cmd, addr: addr, log: &tailBuffer{max: 8 << 10}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	cmd.SysProcAttr = childAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("bench: start %s: %w", name, err)
+	}
+	go func() { _ = cmd.Wait(); close(s.done) }()
+	return s, nil
 }
 
 // startServer starts a server on addr ("" = a free loopback port) and
@@ -269,16 +341,12 @@ func startServer(ctx context.Context, name string, mk func(addr string) *exec.Cm
 		addr = ln.Addr().String()
 		ln.Close()
 	}
-	cmd := mk(addr)
-	s := &server{cmd: cmd, addr: addr, log: &tailBuffer{max: 8 << 10}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = s.log, s.log
-	cmd.SysProcAttr = childAttr()
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("bench: start %s: %w", name, err)
+	s, err := spawnServer(name, mk, addr)
+	if err != nil {
+		return nil, err
 	}
-	go func() { _ = cmd.Wait(); close(s.done) }()
 	client := &http.Client{Timeout: time.Second}
-	err := waitFor(ctx, 30*time.Second, func() (bool, error) {
+	err = waitFor(ctx, 30*time.Second, func() (bool, error) {
 		select {
 		case <-s.done:
 			return false, fmt.Errorf("bench: %s exited at start: %s", name, s.log.String())

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sseloop/sseloop/internal/redistest"
 )
 
 // TestCompareSmall runs every scenario against a real sseloop and the
@@ -238,23 +240,71 @@ func TestRunStormServerCommand(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	argv := []string{bin, "--listen", addr, "--log.level", "warn", "--store.path", filepath.Join(dir, "e.db"), "--store.sync", "always"}
-	sc, err := StartServerCommand(context.Background(), argv, addr)
+	sc, err := StartServerCommand(context.Background(), argv, addr, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sc.Stop()
-	pid0 := sc.PID()
+	pid0 := sc.PIDs()[0]
 	res, err := Run(context.Background(), RunConfig{
 		Target: "http://" + addr, Scenario: ScenarioStorm, Conns: 200, Keys: 10, Events: 20,
-		Settle: 100 * time.Millisecond, PID: sc.PID(), Restarter: sc.Restarter(),
+		Settle: 100 * time.Millisecond, PID: pid0, Restarter: sc.Restarter(),
 	})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, sc.Stop())
 	}
 	s := res.Storm
 	if res.Connected != 200 || s.Readmitted != 200 || res.Lost != 0 || res.Duplicates != 0 || res.Gaps != 0 ||
-		s.MissedExpected != 400 || s.MissedReceived != 400 || sc.PID() == pid0 {
+		s.MissedExpected != 400 || s.MissedReceived != 400 || sc.PIDs()[0] == pid0 {
 		t.Errorf("connected %d readmitted %d lost %d dups %d gaps %d missed %d/%d pid %d -> %d (%v)", res.Connected, s.Readmitted,
-			res.Lost, res.Duplicates, res.Gaps, s.MissedReceived, s.MissedExpected, pid0, sc.PID(), res.Errors)
+			res.Lost, res.Duplicates, res.Gaps, s.MissedReceived, s.MissedExpected, pid0, sc.PIDs()[0], res.Errors)
+	}
+}
+
+// TestRunStormNodesOnRedis runs the storm of ssebench run --server-nodes:
+// three sseloop processes share one port (SO_REUSEPORT) and one
+// redis-server; all three are killed together and restarted, and every
+// client comes back, to whichever node, with every missed event and no
+// gap (Redis outlived the nodes).
+func TestRunStormNodesOnRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and restarts sseloop")
+	}
+	srv := redistest.Start(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "sseloop")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/sseloop/sseloop/cmd/sseloop").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	argv := []string{bin, "--listen", addr, "--reuseport", "--log.level", "warn", "--presence.off",
+		"--store.driver", "redis", "--store.redis.addr", srv.Addr(), "--store.redis.prefix", "storm:"}
+	sc, err := StartServerCommand(context.Background(), argv, addr, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Stop()
+	before := sc.PIDs()
+	if len(before) != 3 {
+		t.Fatalf("%d processes, want 3", len(before))
+	}
+	res, err := Run(context.Background(), RunConfig{
+		Target: "http://" + addr, Scenario: ScenarioStorm, Conns: 300, Keys: 10, Events: 20,
+		Settle: 100 * time.Millisecond, PID: before[0], MorePIDs: before[1:], Restarter: sc.Restarter(),
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, sc.Stop())
+	}
+	after := sc.PIDs()
+	s := res.Storm
+	if res.Connected != 300 || s.Disconnected != 300 || s.Readmitted != 300 || res.Lost != 0 || res.Duplicates != 0 || res.Gaps != 0 ||
+		s.MissedExpected != 600 || s.MissedReceived != 600 || len(after) != 3 || slices.ContainsFunc(after, func(p int) bool { return slices.Contains(before, p) }) {
+		t.Errorf("connected %d disconnected %d readmitted %d lost %d dups %d gaps %d missed %d/%d pids %v -> %v (%v)", res.Connected,
+			s.Disconnected, s.Readmitted, res.Lost, res.Duplicates, res.Gaps, s.MissedReceived, s.MissedExpected, before, after, res.Errors)
 	}
 }

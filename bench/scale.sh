@@ -14,6 +14,15 @@
 # ListenDrops count handshakes dropped because an accept queue was full;
 # TCPSynRetrans the SYNs clients had to send again, each costing 1 s or more).
 #
+# Then (STORM=1, the default) the reconnect storm at the same scale: ssebench
+# starts NODES fresh nodes on the port itself (--server-nodes), every client
+# subscribes to one of 100 keys, 2 events per key reach everyone, all NODES
+# are killed with SIGKILL and restarted, 2 more events per key are published
+# while the clients are away, and all CONNS reconnect at once with their
+# Last-Event-ID (to whichever node the kernel picks). It reports the time
+# until all are re-admitted and have every missed event, the restarted
+# nodes' peak RSS and CPU (summed), lost, duplicates and gaps.
+#
 # Needs redis-server. Every process it starts is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +32,8 @@ CONNS=${CONNS:-100000}
 EVENTS=${EVENTS:-5}
 INFLIGHT=${INFLIGHT:-256}   # connection attempts in flight per worker process
 OUT=${OUT:-bench/results/scale.json}
+STORM=${STORM:-1}
+STORM_OUT=${STORM_OUT:-bench/results/scale-storm.json}
 mkdir -p "$(dirname "$OUT")"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -74,3 +85,13 @@ echo "== per node (connections, RSS)"
 for p in "${node_pids[@]}"; do
   printf 'pid %s: rss %s kB\n' "$p" "$(awk '/VmRSS/ {print $2}' /proc/"$p"/status)"
 done
+
+[ "$STORM" = 1 ] || exit 0
+echo "== reconnect storm: stopping the fan-out nodes; ssebench starts $NODES of its own on port $PORT"
+for p in "${node_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+for p in "${node_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+redis-cli -p "$RPORT" flushall >/dev/null
+"$tmp/ssebench" run --target "http://127.0.0.1:$PORT" --scenario storm --conns "$CONNS" \
+  --procs "$procs" --inflight "$INFLIGHT" --name "sseloop x$NODES" --server-nodes "$NODES" \
+  --server-cmd "$tmp/sseloop --listen 127.0.0.1:$PORT --reuseport --store.driver redis --store.redis.addr 127.0.0.1:$RPORT --store.redis.prefix storm: --presence.off --log.level warn" \
+  --json "$STORM_OUT"

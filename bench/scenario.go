@@ -51,8 +51,8 @@ type Restarter interface {
 	// Kill ends the server with SIGKILL and waits until it is gone.
 	Kill() error
 	// Start starts it again on the same address and data and returns
-	// once it answers; pid is the new process.
-	Start(ctx context.Context) (pid int, err error)
+	// once it answers; pids are the new processes (one per node).
+	Start(ctx context.Context) (pids []int, err error)
 }
 
 // ErrBadConfig means a RunConfig or CompareConfig value is invalid.

@@ -188,3 +188,42 @@ func sumProc[T int64 | float64](read func(int) (T, error), pid int, more []int) 
 	}
 	return total, nil
 }
+
+// listensOn reports whether process pid has a TCP socket listening on
+// port (Linux: /proc/net/tcp{,6} and /proc/pid/fd). Where /proc cannot
+// tell, it reports true.
+func listensOn(pid, port int) bool {
+	inodes := map[string]bool{}
+	readable := false
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		readable = true
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fs := strings.Fields(line)
+			if len(fs) < 10 || fs[3] != "0A" { // 0A: LISTEN
+				continue
+			}
+			i := strings.LastIndexByte(fs[1], ':')
+			if p, err := strconv.ParseUint(fs[1][i+1:], 16, 16); err == nil && int(p) == port {
+				inodes[fs[9]] = true
+			}
+		}
+	}
+	if !readable {
+		return true
+	}
+	fds, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		l, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/fd/" + fd.Name())
+		if err == nil && strings.HasPrefix(l, "socket:[") && inodes[strings.TrimSuffix(l[len("socket:["):], "]")] {
+			return true
+		}
+	}
+	return false
+}

@@ -136,7 +136,7 @@ func runStorm(ctx context.Context, cfg *RunConfig, fl *fleet, keys []string, per
 
 	// Restart, sampling the new process's memory until the catch-up ends.
 	began := time.Now()
-	pid, err := cfg.Restarter.Start(ctx)
+	pids, err := cfg.Restarter.Start(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("bench: storm: restart: %w", err)
 	}
@@ -149,7 +149,7 @@ func runStorm(ctx context.Context, cfg *RunConfig, fl *fleet, keys []string, per
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if v, err := procRSS(pid); err == nil {
+			if v, err := sumProc(procRSS, pids[0], pids[1:]); err == nil {
 				mu.Lock()
 				peak = max(peak, v)
 				mu.Unlock()
@@ -197,48 +197,47 @@ func runStorm(ctx context.Context, cfg *RunConfig, fl *fleet, keys []string, per
 	close(stop)
 	sampler.Wait()
 	st.res.PeakRSSBytes = peak
-	st.res.CPUSeconds, _ = procCPU(pid)
+	st.res.CPUSeconds, _ = sumProc(procCPU, pids[0], pids[1:])
 	res.CPUSeconds = st.res.CPUSeconds
 	return st, nil
 }
 
-// ServerCommand is a server process that ssebench started itself, so that
-// the storm scenario of ssebench run can kill and restart it: the command
-// must serve addr and answer GET /healthz with 200 once ready.
+// ServerCommand is a server that ssebench started itself, so that the
+// storm scenario of ssebench run can kill and restart it: the command must
+// serve addr and answer GET /healthz with 200 once ready.
 type ServerCommand struct{ r *restarter }
 
-// StartServerCommand starts argv (no shell) and waits until addr answers
-// /healthz. Every restart runs the same argv.
-func StartServerCommand(ctx context.Context, argv []string, addr string) (*ServerCommand, error) {
+// StartServerCommand starts argv (no shell) nodes times on addr and waits
+// until addr answers /healthz and every process listens on its port: with
+// nodes > 1 the command must share the port (SO_REUSEPORT, e.g. sseloop
+// --reuseport on a shared store). Every restart runs the same argv.
+func StartServerCommand(ctx context.Context, argv []string, addr string, nodes int) (*ServerCommand, error) {
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("%w: empty server command", ErrBadConfig)
 	}
 	mk := func(string) *exec.Cmd { return exec.Command(argv[0], argv[1:]...) }
-	s, err := startServer(ctx, argv[0], mk, addr)
+	r := &restarter{name: argv[0], mk: mk, nodes: max(nodes, 1), addr: addr}
+	srvs, err := startNodes(ctx, argv[0], mk, addr, r.nodes)
 	if err != nil {
 		return nil, err
 	}
-	return &ServerCommand{r: &restarter{name: argv[0], mk: mk, srv: s, addr: addr}}, nil
+	r.srvs = srvs
+	return &ServerCommand{r: r}, nil
 }
 
 // Restarter returns the Restarter for RunConfig.
 func (c *ServerCommand) Restarter() Restarter { return c.r }
 
-// PID is the running server's process id (0 between kill and restart).
-func (c *ServerCommand) PID() int {
-	if c.r.srv == nil {
-		return 0
-	}
-	return c.r.srv.cmd.Process.Pid
-}
+// PIDs are the running server processes (none between kill and restart).
+func (c *ServerCommand) PIDs() []int { return pidsOf(c.r.srvs) }
 
-// Stop ends the server (SIGTERM, then SIGKILL after 10 s) and returns the
-// tail of its output.
+// Stop ends the servers (SIGTERM, then SIGKILL after 10 s) and returns the
+// tail of their output.
 func (c *ServerCommand) Stop() string {
 	out := c.r.log
-	if c.r.srv != nil {
-		out += c.r.srv.stop()
-		c.r.srv = nil
+	for _, s := range c.r.srvs {
+		out += s.stop()
 	}
+	c.r.srvs = nil
 	return out
 }

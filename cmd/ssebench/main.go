@@ -65,6 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&cfg.Target, "target", "http://127.0.0.1:8080", "server base URL")
 		fs.StringVar(&cfg.Scenario, "scenario", "idle", "idle, fanout, throughput, churn, hold or storm (storm needs --server-cmd)")
 		serverCmd := fs.String("server-cmd", "", "storm: the server command (no shell; it must serve --target and answer /healthz): ssebench starts it, kills it with SIGKILL and restarts it")
+		serverNodes := fs.Int("server-nodes", 1, "storm: run --server-cmd this many times on --target (they must share the port: SO_REUSEPORT, a shared store); all are killed and restarted together")
 		fs.StringVar(&cfg.Server, "name", "", "server label in the result (default host:port)")
 		fs.StringVar(&cfg.Proto, "proto", bench.ProtoSseloop, "server API: sseloop (also the baseline's) or mercure")
 		fs.StringVar(&cfg.JWTKey, "jwt-key", "", "mercure: HS256 key to sign the publisher JWT with")
@@ -94,13 +95,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintln(stderr, "ssebench: --target must be http://host:port with --server-cmd")
 				return 2
 			}
-			sc, serr := bench.StartServerCommand(ctx, strings.Fields(*serverCmd), u.Host)
+			sc, serr := bench.StartServerCommand(ctx, strings.Fields(*serverCmd), u.Host, *serverNodes)
 			if serr != nil {
 				fmt.Fprintln(stderr, "ssebench:", serr)
 				return 1
 			}
 			defer sc.Stop()
-			cfg.PID, cfg.Restarter = sc.PID(), sc.Restarter()
+			pids := sc.PIDs()
+			cfg.PID, cfg.MorePIDs, cfg.Restarter = pids[0], pids[1:], sc.Restarter()
 		}
 		var res *bench.Result
 		res, err = bench.Run(ctx, cfg)
