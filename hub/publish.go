@@ -56,12 +56,17 @@ func (h *Hub) wantsFill(evs []store.Event) bool {
 		return false
 	}
 	for i := range evs {
-		if len(evs[i].Data) == 0 && h.cfg.Fill.Wants(evs[i].Key) {
+		if fillable(&evs[i]) && h.cfg.Fill.Wants(evs[i].Key) {
 			return true
 		}
 	}
 	return false
 }
+
+// fillable reports whether ev is a poke a data source may fill: no data,
+// and not a Mercure update (those have a publisher id; their empty data is
+// the update's).
+func fillable(ev *store.Event) bool { return len(ev.Data) == 0 && ev.PubID == "" }
 
 // runFetcher prepares publications and fills their pokes, then hands them
 // to the appender. Several run, so a slow source delays only its own
@@ -85,7 +90,7 @@ func (h *Hub) runFetcher(ctx context.Context) {
 		if fill := h.cfg.Fill; fill != nil {
 			for i := range p.Events {
 				ev := &p.Events[i]
-				if len(ev.Data) == 0 && fill.Wants(ev.Key) {
+				if fillable(ev) && fill.Wants(ev.Key) {
 					_ = fill.Fill(ctx, ev) // on error the poke goes out plain
 				}
 			}
