@@ -533,6 +533,39 @@ func (h *Hub) readMercurePage(ctx context.Context, req pageReq) *page {
 	if i := slices.IndexFunc(evs, func(ev store.Event) bool { return ev.ID > upTo }); i >= 0 {
 		evs, p.full = evs[:i], true
 	}
+	// Ids are contiguous within an incarnation: an id missing after the
+	// cursor is an event the store removed before this stream read it
+	// (max_events, history.ttl, the Redis feed's cap). Its topics went with
+	// it, so the stream is told it may have missed something: a gap where
+	// the ids jump (false for a stream its topics would not have matched).
+	// Not on a replay from "earliest" (req.gapMark 0: it asked for what is
+	// retained), nor where a gap was just announced.
+	if req.gapMark != 0 && p.gap == nil {
+		next := after + 1
+		for i := range evs {
+			if evs[i].ID == next {
+				next++
+				continue
+			}
+			if i == 0 {
+				p.gap = AppendGap(nil, nil, 0)
+				next = evs[i].ID + 1
+				continue
+			}
+			// Stop before the hole: the next page starts with it.
+			evs, p.full = evs[:i], true
+			break
+		}
+		if !p.full && next <= upTo {
+			if len(evs) == 0 {
+				// Everything up to upTo is gone.
+				p.gap = AppendGap(nil, nil, 0)
+				p.last = upTo
+			} else {
+				p.full = true // the next page starts with the hole
+			}
+		}
+	}
 	if len(evs) > 0 {
 		p.last = evs[len(evs)-1].ID // read, matched or not
 	}

@@ -1,9 +1,11 @@
 package hub
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/sseloop/sseloop/store"
@@ -167,5 +169,92 @@ func TestMercureUnknownIDGetsGapThenLive(t *testing.T) {
 	waitUntil(t, "the live event", func() bool { return len(ids(s.c.received())) >= 1 })
 	if g := ids(s.c.received()); !slices.Equal(g, live) {
 		t.Fatalf("got %v, want %v", g, live)
+	}
+}
+
+// TestMercureReplayAnnouncesRemovedEvents: events removed from the store
+// after a stream's cursor (here max_events) are announced with a gap where
+// the ids jump, at the start of a replay or in its middle; a cursor at the
+// last removed id, and a replay from "earliest", get no gap.
+func TestMercureReplayAnnouncesRemovedEvents(t *testing.T) {
+	st, err := store.OpenBunt(":memory:", store.Options{SweepInterval: -1, MaxEvents: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	th := newTestHub(t, st, 1, nil)
+	ev := func(k string) store.Event { return store.Event{Key: k, Data: []byte(k)} }
+	id := th.publish(ev("/b"), ev("/a"), ev("/c"), ev("/c"), ev("/c"), ev("/c"), ev("/a"))
+	b1, a1, c1, c2, c3, c4, a2 := id[0], id[1], id[2], id[3], id[4], id[5], id[6]
+	// /c keeps its last 3: c1 is gone.
+	render := func(evs []sseEvent) []string {
+		var out []string
+		for _, e := range evs {
+			switch {
+			case e.name == "gap":
+				out = append(out, "gap")
+			case e.hasID:
+				out = append(out, fmt.Sprint(e.id))
+			}
+		}
+		return out
+	}
+	str := func(ids ...uint64) []string {
+		out := make([]string, len(ids))
+		for i, id := range ids {
+			out[i] = fmt.Sprint(id)
+		}
+		return out
+	}
+	tests := []struct {
+		name   string
+		after  uint64
+		topics []string
+		want   []string
+	}{
+		{"hole_in_the_middle", b1, []string{"*"}, append(append(str(a1), "gap"), str(c2, c3, c4, a2)...)},
+		{"hole_at_the_start", a1, []string{"/c"}, append([]string{"gap"}, str(c2, c3, c4)...)},
+		{"cursor_at_the_removed_id", c1, []string{"*"}, str(c2, c3, c4, a2)},
+		{"nothing_removed_after_the_cursor", c2, []string{"/a"}, str(a2)},
+		{"earliest", 0, []string{"*"}, str(b1, a1, c2, c3, c4, a2)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := th.open(0, Subscription{Resume: true, LastID: tt.after, Mercure: &MercureSub{Topics: tt.topics}}, true)
+			last := tt.want[len(tt.want)-1]
+			waitUntil(t, "the replay", func() bool {
+				got := render(s.c.received())
+				return len(got) > 0 && got[len(got)-1] == last
+			})
+			if got := render(s.c.received()); !slices.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// sourceFiller fills every poke with "from the source".
+type sourceFiller struct{ calls atomic.Int64 }
+
+func (f *sourceFiller) Wants(string) bool { return true }
+func (f *sourceFiller) Fill(_ context.Context, ev *store.Event) error {
+	f.calls.Add(1)
+	ev.Data = []byte("from the source")
+	return nil
+}
+
+// TestMercureEmptyUpdateNotFilled: a Mercure update with empty data is
+// that update (one empty data line), never a poke for a data source to
+// fill; a native poke of the same key is filled.
+func TestMercureEmptyUpdateNotFilled(t *testing.T) {
+	f := &sourceFiller{}
+	th := newTestHub(t, nil, 1, func(c *Config) { c.Fill = f })
+	s := th.open(0, Subscription{Mercure: &MercureSub{Topics: []string{"k"}}}, true)
+	th.publish(store.Event{Key: "k", PubID: "urn:uuid:empty"})
+	th.publish(store.Event{Key: "k"})
+	waitUntil(t, "both events", func() bool { return len(s.c.received()) >= 2 })
+	got := s.c.received()
+	if got[0].data != "" || got[1].data != "from the source" || f.calls.Load() != 1 {
+		t.Fatalf("got %q then %q, %d fills; want the empty update as is, then the filled poke, 1 fill", got[0].data, got[1].data, f.calls.Load())
 	}
 }
