@@ -482,6 +482,20 @@ func (l *Loop) fanout(b *batch) {
 
 // announce writes each key's notice (a gap event) to the live streams of
 // the key. Replaying streams are skipped: their replay checks retention.
+// announceMercure writes frame to every live Mercure stream (not those
+// in a replay: their replay finds the hole itself). Loop goroutine.
+func (l *Loop) announceMercure(frame []byte) {
+	if l.merc == nil {
+		return
+	}
+	for s := range l.merc.streams {
+		if s.replay == nil {
+			l.Write(s, frame)
+		}
+	}
+	l.flushCounters()
+}
+
 func (l *Loop) announce(notices map[string][]byte) {
 	for key, frame := range notices {
 		ks := l.sets[key]

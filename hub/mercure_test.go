@@ -258,3 +258,24 @@ func TestMercureEmptyUpdateNotFilled(t *testing.T) {
 		t.Fatalf("got %q then %q, %d fills; want the empty update as is, then the filled poke, 1 fill", got[0].data, got[1].data, f.calls.Load())
 	}
 }
+
+// TestMercureLiveStreamToldOfRemovedEvents: events removed from the store
+// before the feed reader read them (here max_events 1 and three events in
+// one append) are announced to live Mercure streams with a gap before
+// what follows.
+func TestMercureLiveStreamToldOfRemovedEvents(t *testing.T) {
+	st, err := store.OpenBunt(":memory:", store.Options{SweepInterval: -1, MaxEvents: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	th := newTestHub(t, st, 1, nil)
+	s := th.open(0, Subscription{Mercure: &MercureSub{Topics: []string{"/x/{n}"}}}, true)
+	ev := store.Event{Key: "/x/1", Data: []byte("d")}
+	id := th.publish(ev, ev, ev)
+	waitUntil(t, "the last event", func() bool { got := ids(s.c.received()); return len(got) > 0 })
+	got := s.c.received()
+	if len(got) != 2 || got[0].name != "gap" || !got[1].hasID || got[1].id != id[2] {
+		t.Fatalf("got %+v, want a gap then event %d", got, id[2])
+	}
+}
