@@ -113,9 +113,9 @@ import (
 // notices (same path, new file) and fsyncs the new file and its directory.
 //
 // buntdb hands each write transaction to the kernel with one Write of one
-// buffer (one write(2), unless the kernel takes it in parts: over 1 GiB, a
-// full disk, a fatal signal arriving mid-copy), and Commit, so Append,
-// returns only after the last byte was taken. buntdb has no record of where
+// buffer: one write(2), or more if Go splits it (over 1 GiB) or the kernel
+// takes only part of it (a full disk, a fatal signal arriving mid-copy).
+// Commit, so Append, returns only after the last byte was taken. buntdb has no record of where
 // a transaction ends, so a crash can leave part of the last one, which was
 // never acknowledged. A clean Close writes n:clean; opening a non-empty file
 // without it repairs the layout (index and metadata rebuilt from the log, see
@@ -131,9 +131,10 @@ import (
 //     unknown) the last second(s) of events may be gone without a trace, so
 //     every key's dropped and the floor go to the new start's id - 1.
 //
-// Not covered: a write error during the kernel's writeback (the fsync that
-// would report it failed, see ErrSync) followed by a kill -9 in the same
-// boot: the kernel may have dropped the pages it could not write.
+// Not covered: a write error in the kernel's writeback that a fsync of the
+// killed process already reported (ErrSync), then a kill -9 in the same
+// boot: the kernel may have dropped the pages it could not write, and the
+// next open cannot tell.
 //
 // # Integrity
 //
@@ -222,7 +223,7 @@ var (
 )
 
 // syncFile is the part of an *os.File through which Bunt makes buntdb's
-// writes durable: buntdb writes each commit with one write(2) on its own
+// writes durable: buntdb writes each commit with one Write on its own
 // descriptor, Bunt fsyncs the same file through this one. Tests wrap it to
 // record the order of writes, fsyncs and returns.
 type syncFile interface {
