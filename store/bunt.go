@@ -65,6 +65,11 @@ import (
 //	                           ...), written and fsynced at open: after a
 //	                           crash, repair knows whether acknowledged events
 //	                           can have been lost.
+//	n:boot                     the kernel's boot id at the current open (Linux
+//	                           /proc/sys/kernel/random/boot_id; empty if
+//	                           unknown), written with n:sync: after a crash,
+//	                           the same boot id means only the process died
+//	                           and the kernel kept every completed write.
 //	n:crc                      present once every value of the file is sealed.
 //	p<pubID>                   uvarint(id): the newest retained event whose
 //	                           Event.PubID is pubID (see IDResolver), deleted
@@ -107,15 +112,29 @@ import (
 // refuse further writes (ErrSync). buntdb's Shrink replaces the file; Bunt
 // notices (same path, new file) and fsyncs the new file and its directory.
 //
-// Every write transaction reaches the file as one write(2), but buntdb has no
-// record of where a transaction ends, so a crash can leave part of the last
-// one. A clean Close writes n:clean; opening a non-empty file without it
-// repairs the layout (index and metadata rebuilt from the log, see repair)
-// and skips uncleanIDSkip ids, so ids that clients may have seen but that
-// were lost with unsynced data are never handed out again. Under SyncAlways
-// nothing acknowledged can be lost, so repair raises no key's dropped except
-// where the file shows a loss; under the other policies the last second(s) of
-// events may be gone, so every key's dropped and the floor go to Epoch-1.
+// buntdb hands each write transaction to the kernel with one Write of one
+// buffer: one write(2), or more if Go splits it (over 1 GiB) or the kernel
+// takes only part of it (a full disk, a fatal signal arriving mid-copy).
+// Commit, so Append, returns only after the last byte was taken. buntdb has no record of where
+// a transaction ends, so a crash can leave part of the last one, which was
+// never acknowledged. A clean Close writes n:clean; opening a non-empty file
+// without it repairs the layout (index and metadata rebuilt from the log, see
+// fixup) and skips uncleanIDSkip ids, so ids that clients may have seen but
+// that were lost with unsynced data are never handed out again. What else
+// repair assumes lost depends on what crashed:
+//   - nothing acknowledged under SyncAlways, or under any policy when n:boot
+//     is the running kernel's boot id: only the process died (kill -9, OOM
+//     kill, panic), and every write(2) it completed is in the page cache,
+//     which the open reads and fsyncs. Repair raises no key's dropped except
+//     where the file shows a loss.
+//   - otherwise (the machine crashed or lost power, or the boot id is
+//     unknown) the last second(s) of events may be gone without a trace, so
+//     every key's dropped and the floor go to the new start's id - 1.
+//
+// Not covered: a write error in the kernel's writeback that a fsync of the
+// killed process already reported (ErrSync), then a kill -9 in the same
+// boot: the kernel may have dropped the pages it could not write, and the
+// next open cannot tell.
 //
 // # Integrity
 //
@@ -174,6 +193,8 @@ type Bunt struct {
 	backupPath string // the copy of the damaged file
 	framingCut bool   // damaged framing was cut out: what it held is unknown
 
+	boot string // bootID() at open, recorded in n:boot
+
 	closed atomic.Bool
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
@@ -202,7 +223,7 @@ var (
 )
 
 // syncFile is the part of an *os.File through which Bunt makes buntdb's
-// writes durable: buntdb writes each commit with one write(2) on its own
+// writes durable: buntdb writes each commit with one Write on its own
 // descriptor, Bunt fsyncs the same file through this one. Tests wrap it to
 // record the order of writes, fsyncs and returns.
 type syncFile interface {
@@ -236,6 +257,7 @@ func openBuntFile(path string, opts Options, openFile func(string) (syncFile, er
 	if path != ":memory:" {
 		b.path = path
 		b.durable = o.Sync == SyncAlways
+		b.boot = bootID()
 		if b.lock, err = lockFile(path + ".lock"); err != nil {
 			return nil, fmt.Errorf("store: lock %s: %w", path, err)
 		}
@@ -365,6 +387,9 @@ func (b *Bunt) init() error {
 			if _, _, err := tx.Set(keySync, sealString(keySync, []byte(b.opts.Sync.String())), nil); err != nil {
 				return err
 			}
+			if _, _, err := tx.Set(keyBoot, sealString(keyBoot, []byte(b.boot)), nil); err != nil {
+				return err
+			}
 			_, err := tx.Delete(keyClean)
 			if errors.Is(err, buntdb.ErrNotFound) {
 				return nil
@@ -375,7 +400,9 @@ func (b *Bunt) init() error {
 		}
 		b.writes.Add(1)
 		// The next open must see the marker gone, or it would skip the
-		// repair, and must see this open's sync policy.
+		// repair, and must see this open's sync policy and boot id. This
+		// fsync also makes durable what a killed process of the same boot
+		// left in the page cache, before any client is told it was kept.
 		if err := b.syncFile(false); err != nil {
 			return err
 		}

@@ -234,8 +234,11 @@ func BenchmarkChecksum(b *testing.B) {
 // Damaged framing with Repair: the damaged bytes are cut out. Here they
 // replace a whole transaction (event 18, the last of k2, with its index entry
 // and metadata), so nothing left in the file shows the loss but a missing
-// id: every key reports a gap.
+// id: every key reports a gap, even though the kernel that wrote the file
+// still runs (same boot id: a crash of the process alone loses nothing, a cut
+// does).
 func TestBuntRepairCutsDamagedFraming(t *testing.T) {
+	SetBootID(t, "boot-a")
 	opts := smallIDOptions(SyncNever)
 	src := filepath.Join(t.TempDir(), "src.db")
 	b := openBunt(t, src, opts)
@@ -452,5 +455,62 @@ func TestBuntRepairAfterCrashUnderSyncAlways(t *testing.T) {
 	}
 	if next := mustAppend(t, s, "k0"); next[0].ID <= 20+uncleanIDSkip-1 {
 		t.Errorf("new event got id %d, want past the skip", next[0].ID)
+	}
+}
+
+// A damaged n:boot record is refused like any other; Repair drops it, which
+// loses no event, so a file that was closed cleanly reports no gap. A file
+// that was not closed cleanly then cannot tell a killed process from a
+// crashed machine: under SyncEverySecond every key reports a gap.
+func TestBuntRepairDamagedBootRecord(t *testing.T) {
+	tests := []struct {
+		name    string
+		sync    SyncPolicy
+		crash   bool
+		wantGap bool
+	}{
+		{"always_closed_cleanly", SyncAlways, false, false},
+		{"everysecond_closed_cleanly", SyncEverySecond, false, false},
+		{"everysecond_crashed", SyncEverySecond, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			SetBootID(t, "boot-a")
+			opts := smallIDOptions(tt.sync)
+			b := openBunt(t, filepath.Join(t.TempDir(), "src.db"), opts)
+			for i := range 6 {
+				mustAppend(t, b, fmt.Sprint("k", i%3))
+			}
+			if !tt.crash {
+				if err := b.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			data, err := os.ReadFile(b.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The same boot id, one letter changed: sound framing, bad checksum.
+			at := bytes.LastIndex(data, []byte("boot-a"))
+			if at < 0 {
+				t.Fatal("n:boot not found in the file")
+			}
+			data[at+5] = 'b'
+			path := writeCopy(t, data)
+			if _, err := OpenBunt(path, opts); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "record n:boot") {
+				t.Fatalf("OpenBunt = %v, want ErrCorrupt naming record n:boot", err)
+			}
+			ropts := opts
+			ropts.Repair = true
+			s := openBunt(t, path, ropts)
+			if got := mustReplay(t, s, "k0", "k1", "k2"); len(got) != 6 {
+				t.Errorf("Replay = %v, want the 6 events", idsOf(got))
+			}
+			for i, r := range mustRetention(t, s, "k0", "k1", "k2", "never") {
+				if gap := r.Dropped != 0; gap != tt.wantGap {
+					t.Errorf("Retention[%d] = %+v, want a gap: %v", i, r, tt.wantGap)
+				}
+			}
+		})
 	}
 }

@@ -279,6 +279,8 @@ func TestBuntRejectsBadRecords(t *testing.T) {
 		{"bad_newest_log_record", resp("set", logKey(1), "\xff")},
 		{"bad_last_record", resp("set", keyLast, "\xff")},
 		{"bad_floor_record", resp("set", keyFloor, "12345")},
+		{"bad_boot_record", resp("set", keyBoot, sealString(keyBoot, []byte("two\nlines")))},
+		{"boot_record_bad_checksum", resp("set", keyBoot, sealString(keySync, []byte("boot-a")))},
 		{"empty_key", resp("set", "", "x")},
 		{"unknown_key", resp("set", "x", "y")},
 		{"sealed_value_bad_checksum", resp("set", keyFloor, sealString(keyLast, []byte{1}))},

@@ -22,6 +22,7 @@ const (
 	keyFloor = "n:floor"
 	keyClean = "n:clean"
 	keySync  = "n:sync"
+	keyBoot  = "n:boot"
 	keyEpoch = "n:epoch"
 	keyCRC   = "n:crc" // present once every value of the file is sealed
 )

@@ -82,11 +82,13 @@ func (b *Bunt) load() error {
 		epoch = start
 	}
 	b.epoch = epoch
-	// Under SyncAlways (recorded, sound, by the open that crashed) every
-	// acknowledged event is in the file; otherwise anything before the new
-	// start may have been lost, and so may anything in cut-out framing.
+	// Every acknowledged event is in the file if the open that crashed
+	// fsynced before acknowledging (SyncAlways, recorded and sound), or if
+	// only its process died (see keptWrites). Otherwise anything before the
+	// new start may have been lost, and so may anything in cut-out framing.
+	kept := s.keptWrites(b.boot)
 	var lostThrough uint64
-	if unclean && (s.sync != SyncAlways.String() || b.framingCut) {
+	if unclean && (!kept || b.framingCut) {
 		lostThrough = start - 1
 	}
 	defer func() { b.next = start - 1 }()
@@ -114,7 +116,7 @@ func (b *Bunt) load() error {
 	b.writes.Add(1)
 	if unclean && !repairing {
 		b.opts.Logger.Warn("store: file was not closed cleanly; rebuilt its index and counts from the log",
-			"path", b.path, "sync_before", s.sync, "last_id", last, "all_keys_gap_through", lost.all,
+			"path", b.path, "sync_before", s.sync, "same_boot", s.sameBoot(b.boot), "last_id", last, "all_keys_gap_through", lost.all,
 			"keys_with_lost_events", len(lost.keys), "next_id", start)
 	}
 	if repairing {
@@ -140,6 +142,7 @@ type loadScan struct {
 	epoch     uint64 // n:epoch, 0 if absent
 	epochLost bool   // n:epoch damaged
 	sync      string // n:sync ("" if absent or damaged)
+	boot      string // n:boot ("" if absent, damaged or unknown when written)
 
 	lastOK   bool // n:last present and sound
 	lastID   uint64
@@ -156,6 +159,23 @@ type loadScan struct {
 
 	damaged      []damage // records to drop
 	inconsistent []damage // records that contradict others (check, clean files only)
+}
+
+// sameBoot reports whether the file was last opened under the running
+// kernel, whose boot id is boot: a process that crashed since then lost
+// nothing it had written, as the kernel's page cache survived it.
+func (s *loadScan) sameBoot(boot string) bool {
+	return s.boot != "" && s.boot == boot
+}
+
+// keptWrites reports whether the file holds every event acknowledged before
+// an unclean shutdown: the open that crashed fsynced each before
+// acknowledging it (SyncAlways), or wrote each into the page cache of the
+// kernel still running (sameBoot: a killed process, not a crashed machine).
+// buntdb's Commit returns after write(2) took the whole transaction, so a
+// kill -9 can cut off only a transaction that was never acknowledged.
+func (s *loadScan) keptWrites(boot string) bool {
+	return s.sync == SyncAlways.String() || s.sameBoot(boot)
 }
 
 // pubEntry is a PubID index entry: 'p'+pubID -> id.
@@ -316,6 +336,17 @@ func (s *loadScan) names(k, v string) {
 			return
 		}
 		s.sync = body
+	case keyBoot:
+		body, ok := s.body(k, v)
+		if !ok {
+			s.damage(k, 0, "checksum mismatch")
+			return
+		}
+		if body != "" && !validBootID(body) {
+			s.damage(k, 0, "cannot be decoded")
+			return
+		}
+		s.boot = body
 	case keyFloor:
 		body, ok := s.body(k, v)
 		var floor uint64
@@ -426,7 +457,7 @@ func describeRecord(k string) string {
 		return fmt.Sprintf("index entry of key %s, event %d", quoteShort(key), id)
 	}
 	switch k {
-	case keyLast, keyFloor, keyClean, keyCRC, keyEpoch, keySync:
+	case keyLast, keyFloor, keyClean, keyCRC, keyEpoch, keySync, keyBoot:
 		return "record " + k
 	}
 	if len(k) > 0 && k[0] == prefixPub {

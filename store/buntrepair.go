@@ -43,9 +43,10 @@ type fixPlan struct {
 //   - PubID index entries that do not point to a sound event with their
 //     PubID are deleted, and the newest event of a PubID left without one
 //     gets it back;
-//   - every key's dropped, and the floor, go to p.lostThrough: under
-//     SyncEverySecond or SyncNever acknowledged events up to there may be
-//     lost without a trace in the file (0 under SyncAlways: nothing
+//   - every key's dropped, and the floor, go to p.lostThrough: after a
+//     machine crash under SyncEverySecond or SyncNever, acknowledged events
+//     up to there may be lost without a trace in the file (0 under
+//     SyncAlways, or after only the process died, see keptWrites: nothing
 //     acknowledged can be missing, so a key whose events are all in the file
 //     reports no gap);
 //   - in a damaged file whose metadata, n:floor or n:last was lost, the floor
@@ -53,11 +54,12 @@ type fixPlan struct {
 //   - n:last is p.next: ids skip uncleanIDSkip, so an id a client saw on an
 //     event that is now lost is never handed out again.
 //
-// unclean: buntdb writes each transaction with one write(2) but keeps no
-// transaction boundaries in the file, so a crash (power loss, kernel panic)
-// can persist part of the last one: an index entry without its log record, a
-// log record without its index entry, a count that is off, a MaxEvents trim
-// whose dropped id was lost.
+// unclean: buntdb writes each transaction with one Write (see Durability)
+// but keeps no transaction boundaries in the file, so a crash (power loss,
+// kernel panic, or a kill -9 arriving while write(2) copies) can leave part
+// of the last one: an index entry without its log record, a log record
+// without its index entry, a count that is off, a MaxEvents trim whose
+// dropped id was lost.
 //
 // It reads the whole database, like buntdb's load before it.
 func (b *Bunt) fixup(tx *buntdb.Tx, s *loadScan, p fixPlan) (lossReport, error) {
@@ -73,7 +75,7 @@ func (b *Bunt) fixup(tx *buntdb.Tx, s *loadScan, p fixPlan) (lossReport, error) 
 			switch _, _, isIndex := parseIndexKey(d.key); {
 			case d.id != 0:
 				damagedEvents = append(damagedEvents, d)
-			case isIndex, d.key == keyCRC, d.key == keyEpoch, d.key == keySync,
+			case isIndex, d.key == keyCRC, d.key == keyEpoch, d.key == keySync, d.key == keyBoot,
 				len(d.key) > 0 && d.key[0] == prefixPub:
 				// Rebuilt below, or nothing lost with it.
 			default:

@@ -1,6 +1,9 @@
 package store
 
-import "os"
+import (
+	"os"
+	"testing"
+)
 
 // Exports for the external tests.
 
@@ -15,3 +18,17 @@ func SyncsCurrentFile(b *Bunt) bool {
 	fi, err := os.Stat(b.path)
 	return err == nil && os.SameFile(fi, b.syncInfo)
 }
+
+// SetBootID makes every store opened until t ends see id as the kernel's
+// boot id ("" for unknown): a test plays a process killed while the machine
+// stays up (same id before and after) or a machine that crashed (another
+// id). Not for parallel tests.
+func SetBootID(t testing.TB, id string) {
+	t.Helper()
+	old := bootID
+	bootID = func() string { return id }
+	t.Cleanup(func() { bootID = old })
+}
+
+// KernelBootID is the running kernel's boot id, "" if unknown.
+func KernelBootID() string { return kernelBootID() }

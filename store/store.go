@@ -48,7 +48,10 @@
 //
 // After an unclean shutdown of a buntdb file, Retention reports a gap only
 // for what may really be lost: nothing under SyncAlways (every acknowledged
-// event was fsynced), everything before the restart under the other policies.
+// event was fsynced) or after a crash of the process alone (kill -9; known
+// on Linux by the kernel's boot id: the kernel kept every write); everything
+// before the restart after a crash of the machine (or one it cannot rule
+// out) under the other policies.
 package store
 
 import (
@@ -84,7 +87,9 @@ type SyncPolicy int
 
 const (
 	// SyncEverySecond fsyncs about once a second in the background, outside
-	// the database lock: a crash can lose the last second of events. Default.
+	// the database lock: a crash of the machine can lose the last second of
+	// events (a killed process loses nothing: the kernel has its writes).
+	// Default.
 	SyncEverySecond SyncPolicy = iota
 	// SyncAlways fsyncs before Append returns and before any reader can see the
 	// new events. Slowest, loses nothing that was acknowledged.
@@ -201,7 +206,9 @@ type Retention struct {
 	// Dropped may be higher than the truth (a false gap, e.g. for a key whose
 	// history was forgotten, after a new incarnation, or after an unclean
 	// shutdown that may have lost acknowledged events), never lower. An
-	// unclean shutdown that lost nothing acknowledged (buntdb with SyncAlways)
+	// unclean shutdown that lost nothing acknowledged (buntdb with SyncAlways,
+	// or a buntdb file on Linux whose process died while the machine stayed
+	// up)
 	// raises nothing.
 }
 
