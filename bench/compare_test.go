@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -256,5 +257,14 @@ func TestRunStormServerCommand(t *testing.T) {
 		s.MissedExpected != 400 || s.MissedReceived != 400 || sc.PID() == pid0 {
 		t.Errorf("connected %d readmitted %d lost %d dups %d gaps %d missed %d/%d pid %d -> %d (%v)", res.Connected, s.Readmitted,
 			res.Lost, res.Duplicates, res.Gaps, s.MissedReceived, s.MissedExpected, pid0, sc.PID(), res.Errors)
+	}
+}
+
+// TestCompareRefNeedsBinary: sseloop-ref is a second sseloop build, so it
+// cannot run without one; the error says which flag gives it.
+func TestCompareRefNeedsBinary(t *testing.T) {
+	_, err := Compare(context.Background(), CompareConfig{Run: RunConfig{Conns: 1}, Servers: []string{ServerSseloop, ServerSseloopRef}})
+	if !errors.Is(err, ErrBadConfig) || !strings.Contains(err.Error(), "--sseloop-ref") {
+		t.Fatalf("err = %v, want ErrBadConfig naming --sseloop-ref", err)
 	}
 }

@@ -121,6 +121,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&cfg.JSON, "json", "", "write the results as JSON to this file")
 		fs.StringVar(&cfg.Chart, "chart", "", "write an SVG chart to this file")
 		fs.StringVar(&cfg.SseloopBin, "sseloop", "", "sseloop binary (default: go build ./cmd/sseloop)")
+		fs.StringVar(&cfg.SseloopRefBin, "sseloop-ref", "", "binary of the sseloop-ref server: a second sseloop (e.g. a build of main) to compare with in the same run")
 		progress := progressFlag(fs)
 		if fs.Parse(args[1:]) != nil {
 			return 2
