@@ -268,3 +268,47 @@ func TestCompareRefNeedsBinary(t *testing.T) {
 		t.Fatalf("err = %v, want ErrBadConfig naming --sseloop-ref", err)
 	}
 }
+
+// TestCompareOpenLoopWithRef runs the throughput scenario as README's fair
+// latency runs do, scaled down: an open-loop schedule offers every server
+// the same events per second, and sseloop-ref (here the same build) runs
+// beside sseloop in one table.
+func TestCompareOpenLoopWithRef(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds sseloop, starts servers")
+	}
+	bin := filepath.Join(t.TempDir(), "sseloop")
+	build := exec.Command("go", "build", "-o", bin, "github.com/sseloop/sseloop/cmd/sseloop")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	const rate = 100
+	var out bytes.Buffer
+	cfg := CompareConfig{
+		Run:           RunConfig{Conns: 300, Rate: rate, Duration: time.Second, OpenLoop: true},
+		Scenarios:     []string{ScenarioThroughput},
+		Servers:       []string{ServerSseloop, ServerSseloopRef, ServerBaseline},
+		SseloopBin:    bin,
+		SseloopRefBin: bin,
+		Out:           &out,
+	}
+	results, err := Compare(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("compare: %v\n%s", err, out.String())
+	}
+	t.Logf("\n%s", out.String())
+	if len(results) != 3 {
+		t.Fatalf("%d results", len(results))
+	}
+	for _, r := range results {
+		if r.Events != rate || r.DeliveriesReceived != r.DeliveriesExpected || r.Lost != 0 || r.Duplicates != 0 {
+			t.Errorf("%s: events %d expected %d received %d lost %d dups %d (%v)", r.Server,
+				r.Events, r.DeliveriesExpected, r.DeliveriesReceived, r.Lost, r.Duplicates, r.Errors)
+		}
+	}
+	head := strings.Fields(strings.SplitN(out.String(), "\n", 2)[0])
+	want := []string{"scenario", "metric", ServerSseloop, ServerSseloopRef, ServerBaseline, "sseloop/sseloop-ref", "sseloop/baseline"}
+	if !slices.Equal(head, want) {
+		t.Errorf("table header %q, want %q", head, want)
+	}
+}
