@@ -118,6 +118,7 @@ func (h *Hub) holdBack() (hold bool, wait time.Duration) {
 	}
 	wait = time.Duration(since + int64(h.cfg.MaxBatchWait) - h.cfg.Now().UnixNano())
 	if wait <= 0 {
+		h.m.waitReads.Inc()
 		return false, 0
 	}
 	return true, wait

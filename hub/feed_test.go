@@ -59,6 +59,9 @@ func TestHeldEventReadWithinMaxBatchWait(t *testing.T) {
 		if c := th.h.cursor.Load(); c != id3 {
 			t.Fatalf("cursor %d once the event was %v old, want %d (read, queued behind the busy loop)", c, wait, id3)
 		}
+		if n := th.h.m.waitReads.Get(); n != 1 {
+			t.Fatalf("sseloop_feed_wait_reads_total = %d, want 1", n)
+		}
 		release()
 		synctest.Wait()
 		if got := ids(s.c.received()); !slices.Equal(got, want) {
