@@ -15,7 +15,7 @@ func Chart(results []*Result) []byte {
 		w        = 900
 		top, bot = 60, 360
 	)
-	colors := map[string]string{ServerSseloop: "#2b8a3e", ServerBaseline: "#c92a2a", ServerMercure: "#1864ab", ServerMercureBolt: "#5f3dc4"}
+	colors := map[string]string{ServerSseloop: "#2b8a3e", ServerSseloopRef: "#94d82d", ServerBaseline: "#c92a2a", ServerMercure: "#1864ab", ServerMercureBolt: "#5f3dc4"}
 	servers := resultServers(results)
 	h := bot + 40 + 16*len(servers) // one throughput note per server below the panels
 	var b strings.Builder

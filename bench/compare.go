@@ -31,10 +31,14 @@ const (
 	// ServerMercureBolt is the same with the bolt transport: every update
 	// written to a bbolt file (history, like sseloop's store).
 	ServerMercureBolt = "mercure-bolt"
+	// ServerSseloopRef is a second sseloop binary (CompareConfig.SseloopRefBin,
+	// e.g. a build of main), run with the same flags: before and after a
+	// change, in one run.
+	ServerSseloopRef = "sseloop-ref"
 )
 
 // Servers lists the servers Compare knows, in table order.
-var Servers = []string{ServerSseloop, ServerBaseline, ServerMercure, ServerMercureBolt}
+var Servers = []string{ServerSseloop, ServerSseloopRef, ServerBaseline, ServerMercure, ServerMercureBolt}
 
 // DefaultServers is what Compare runs when CompareConfig.Servers is empty.
 var DefaultServers = []string{ServerSseloop, ServerBaseline}
@@ -52,8 +56,11 @@ type CompareConfig struct {
 	// SseloopBin is the sseloop binary; "" builds
 	// github.com/sseloop/sseloop/cmd/sseloop with the go command.
 	SseloopBin string
-	// SseloopArgs are extra flags for sseloop.
+	// SseloopArgs are extra flags for sseloop (and sseloop-ref).
 	SseloopArgs []string
+	// SseloopRefBin is the binary of the sseloop-ref server; required when
+	// Servers lists it.
+	SseloopRefBin string
 	// MercureBin is the bench/mercurepeer binary; "" builds it with the go
 	// command from its own module (bench/mercurepeer/go.mod, next to this
 	// package's source), which needs the module proxy or a filled module
@@ -87,6 +94,9 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 		if !slices.Contains(Servers, s) || slices.Contains(cfg.Servers[:i], s) {
 			return nil, fmt.Errorf("%w: server %q (want some of %s, once each)", ErrBadConfig, s, strings.Join(Servers, ", "))
 		}
+	}
+	if slices.Contains(cfg.Servers, ServerSseloopRef) && cfg.SseloopRefBin == "" {
+		return nil, fmt.Errorf("%w: server %s needs its binary (--sseloop-ref)", ErrBadConfig, ServerSseloopRef)
 	}
 	if cfg.Run.Stderr == nil {
 		cfg.Run.Stderr = os.Stderr
@@ -122,8 +132,8 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 	}
 	// Each start function gets the run number: a restart (storm) of the
 	// same run reuses the same data file.
-	start := map[string]func(addr string, run int) *exec.Cmd{
-		ServerSseloop: func(addr string, run int) *exec.Cmd {
+	sseloop := func(bin string) func(addr string, run int) *exec.Cmd {
+		return func(addr string, run int) *exec.Cmd {
 			args := []string{"--listen", addr, "--log.level", "warn"}
 			if slices.Contains(cfg.Scenarios, ScenarioStorm) {
 				// History on a file, as in production, so that a
@@ -131,7 +141,11 @@ func Compare(ctx context.Context, cfg CompareConfig) ([]*Result, error) {
 				args = append(args, "--store.path", filepath.Join(tmp, fmt.Sprintf("sseloop-%d.db", run)), "--store.sync", "everysecond")
 			}
 			return exec.Command(bin, append(args, cfg.SseloopArgs...)...)
-		},
+		}
+	}
+	start := map[string]func(addr string, run int) *exec.Cmd{
+		ServerSseloop:    sseloop(bin),
+		ServerSseloopRef: sseloop(cfg.SseloopRefBin),
 		ServerBaseline: func(addr string, _ int) *exec.Cmd {
 			c := exec.Command(exe)
 			c.Env = append(os.Environ(), envRole+"=baseline", envListen+"="+addr)

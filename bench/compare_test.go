@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -312,5 +313,58 @@ func TestRunStormNodesOnRedis(t *testing.T) {
 		s.MissedExpected != 600 || s.MissedReceived != 600 || len(after) != 3 || slices.ContainsFunc(after, func(p int) bool { return slices.Contains(before, p) }) {
 		t.Errorf("connected %d disconnected %d readmitted %d lost %d dups %d gaps %d missed %d/%d pids %v -> %v (%v)", res.Connected,
 			s.Disconnected, s.Readmitted, res.Lost, res.Duplicates, res.Gaps, s.MissedReceived, s.MissedExpected, before, after, res.Errors)
+	}
+}
+
+// TestCompareRefNeedsBinary: sseloop-ref is a second sseloop build, so it
+// cannot run without one; the error says which flag gives it.
+func TestCompareRefNeedsBinary(t *testing.T) {
+	_, err := Compare(context.Background(), CompareConfig{Run: RunConfig{Conns: 1}, Servers: []string{ServerSseloop, ServerSseloopRef}})
+	if !errors.Is(err, ErrBadConfig) || !strings.Contains(err.Error(), "--sseloop-ref") {
+		t.Fatalf("err = %v, want ErrBadConfig naming --sseloop-ref", err)
+	}
+}
+
+// TestCompareOpenLoopWithRef runs the throughput scenario as README's fair
+// latency runs do, scaled down: an open-loop schedule offers every server
+// the same events per second, and sseloop-ref (here the same build) runs
+// beside sseloop in one table.
+func TestCompareOpenLoopWithRef(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds sseloop, starts servers")
+	}
+	bin := filepath.Join(t.TempDir(), "sseloop")
+	build := exec.Command("go", "build", "-o", bin, "github.com/sseloop/sseloop/cmd/sseloop")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	const rate = 100
+	var out bytes.Buffer
+	cfg := CompareConfig{
+		Run:           RunConfig{Conns: 300, Rate: rate, Duration: time.Second, OpenLoop: true},
+		Scenarios:     []string{ScenarioThroughput},
+		Servers:       []string{ServerSseloop, ServerSseloopRef, ServerBaseline},
+		SseloopBin:    bin,
+		SseloopRefBin: bin,
+		Out:           &out,
+	}
+	results, err := Compare(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("compare: %v\n%s", err, out.String())
+	}
+	t.Logf("\n%s", out.String())
+	if len(results) != 3 {
+		t.Fatalf("%d results", len(results))
+	}
+	for _, r := range results {
+		if r.Events != rate || r.DeliveriesReceived != r.DeliveriesExpected || r.Lost != 0 || r.Duplicates != 0 {
+			t.Errorf("%s: events %d expected %d received %d lost %d dups %d (%v)", r.Server,
+				r.Events, r.DeliveriesExpected, r.DeliveriesReceived, r.Lost, r.Duplicates, r.Errors)
+		}
+	}
+	head := strings.Fields(strings.SplitN(out.String(), "\n", 2)[0])
+	want := []string{"scenario", "metric", ServerSseloop, ServerSseloopRef, ServerBaseline, "sseloop/sseloop-ref", "sseloop/baseline"}
+	if !slices.Equal(head, want) {
+		t.Errorf("table header %q, want %q", head, want)
 	}
 }

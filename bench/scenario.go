@@ -109,8 +109,19 @@ type RunConfig struct {
 	ConnectTimeout time.Duration
 	// Inflight bounds connection attempts in flight per worker (256).
 	Inflight int
-	// Senders is the number of concurrent trigger senders (16).
+	// Senders is the number of concurrent trigger senders (16; 256 with
+	// OpenLoop).
 	Senders int
+	// OpenLoop makes throughput and churn offer every server the same load:
+	// each event is due at its place in the Rate schedule and is stamped
+	// with that due time, not with the moment a sender got to it, so a
+	// wait for a free sender (a server slow to answer triggers) counts as
+	// latency instead of lowering the offered rate. Default (false): a
+	// closed loop of Senders senders, each waiting for the answer before
+	// its next event; a server that answers slowly is offered less
+	// (offered_events_per_second), and its latency is measured at that
+	// lower load.
+	OpenLoop bool
 	// Sample is how many per-user keys get one event after the broadcast
 	// (hold; default min(1000, Keys)).
 	Sample int
@@ -194,6 +205,11 @@ func (c *RunConfig) defaults() error {
 	defd(&c.Quiet, 5*time.Second)
 	def(&c.Inflight, 256)
 	defd(&c.ConnectTimeout, 10*time.Second)
+	if c.OpenLoop {
+		// Enough that the senders are not the bottleneck: at 2,000
+		// events/s a 100 ms answer keeps 200 in flight.
+		def(&c.Senders, 256)
+	}
 	def(&c.Senders, 16)
 	if c.Procs < 0 {
 		return fmt.Errorf("%w: procs must be >= 0", ErrBadConfig)
@@ -586,8 +602,12 @@ func (p *pubStats) merge(o pubStats) {
 // publish sends events at cfg.Rate per second: count of them, or for dur.
 // Publish number n (from first) goes to key n % len(keys) with the payload
 // "SEQ NS": SEQ = n / len(keys) numbers the key's events, NS is the send
-// time. Senders are bounded; when they all wait on the server the offered
-// rate drops (reported as offered_events_per_second).
+// time. Senders are bounded. In a closed loop (the default) the schedule
+// waits for a free sender, so when they all wait on the server the offered
+// rate drops (reported as offered_events_per_second) and NS is when the
+// event was actually sent. With cfg.OpenLoop the schedule never waits:
+// events queue for a sender and NS is the time the schedule said, so the
+// latency includes that queue (no coordinated omission).
 //
 // shared marks the payloads as events of the shared key (hold).
 func publish(ctx context.Context, cfg RunConfig, keys []string, shared bool, first, count int, dur time.Duration) pubStats {
@@ -601,19 +621,32 @@ func publish(ctx context.Context, cfg RunConfig, keys []string, shared bool, fir
 		return st
 	}
 
+	total := count
+	if count == 0 {
+		total = int(dur.Seconds()*cfg.Rate + 0.5)
+	}
 	var mu sync.Mutex
 	var firstSet atomic.Bool
-	jobs := make(chan int)
-	var wg sync.WaitGroup
-	bar := newBar(cfg.Progress, cfg.Server+" "+cfg.Scenario+" publish", int64(count))
-	if count == 0 {
-		bar.total = int64(dur.Seconds()*cfg.Rate + 0.5)
+	// A job is a publish number and its due time (open loop only).
+	type job struct {
+		n   int
+		due time.Time
 	}
+	var jobs chan job
+	if cfg.OpenLoop {
+		// Never blocks the schedule: every event of the run fits.
+		jobs = make(chan job, max(total, 1))
+	} else {
+		jobs = make(chan job)
+	}
+	var wg sync.WaitGroup
+	bar := newBar(cfg.Progress, cfg.Server+" "+cfg.Scenario+" publish", int64(total))
 	var done atomic.Int64
 	for range cfg.Senders {
 		wg.Go(func() {
 			var body []byte
-			for i := range jobs {
+			for j := range jobs {
+				i := j.n
 				k := i % len(keys)
 				now := time.Now()
 				if firstSet.CompareAndSwap(false, true) {
@@ -621,7 +654,11 @@ func publish(ctx context.Context, cfg RunConfig, keys []string, shared bool, fir
 					st.first = now
 					mu.Unlock()
 				}
-				body = appendPayloadMark(body[:0], shared, uint64(i/len(keys)), now.UnixNano())
+				stamp := now
+				if cfg.OpenLoop {
+					stamp = j.due
+				}
+				body = appendPayloadMark(body[:0], shared, uint64(i/len(keys)), stamp.UnixNano())
 				err := pc.send(ctx, client, keys[k], string(body))
 				mu.Lock()
 				if now.After(st.last) {
@@ -658,7 +695,7 @@ loop:
 			}
 		}
 		select {
-		case jobs <- first + i:
+		case jobs <- job{n: first + i, due: due}:
 		case <-ctx.Done():
 			break loop
 		}

@@ -87,6 +87,7 @@ var metricHelp = map[string]string{
 	"sseloop_tick_duration_seconds":        "Time of one feed-reader pass (feed read, encode, hand-off to the loops).",
 	"sseloop_tokens_expired_total":         "Streams closed because their token expired.",
 	"sseloop_feed_resets_total":            "Times the store's id counter restarted under a running node (wipe, replacement).",
+	"sseloop_feed_wait_reads_total":        "Change-feed reads made while the loops were busy because an unread event had waited the batch bound (50 ms).",
 	"sseloop_replay_pages_total":           "Replay pages read from the store.",
 	"sseloop_replays_waiting":              "Replays paused until their client reads what it was sent.",
 	"sseloop_fanout_duration_seconds":      "Time one loop takes to write a batch of frames to its streams.",

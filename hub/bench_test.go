@@ -73,7 +73,7 @@ func BenchmarkFeed(b *testing.B) {
 						}
 						b.StartTimer()
 					}
-					if cursor, err = h.pollFeed(ctx, cursor); err != nil {
+					if cursor, _, err = h.pollFeed(ctx, cursor); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -83,6 +83,13 @@ type Config struct {
 	Fill Filler
 	// Fetchers is the number of goroutines that run Fill. Default 16.
 	Fetchers int
+	// MaxBatchWait bounds how long an event this hub appended may wait
+	// unread in the store while the feed reader holds back because the
+	// loops are busy (adaptive batching, see pollFeed): once the oldest
+	// unread event is this old, the reader reads and queues a batch behind
+	// the running fan-outs, unless a loop is already overloaded
+	// (maxQueuedFanoutsHard). Default 50 ms (see defaultMaxBatchWait).
+	MaxBatchWait time.Duration
 	// DirectPoll is how often the version markers of watched keys are read
 	// from stores that have them (see runDirect). 0 = off.
 	DirectPoll time.Duration
@@ -114,6 +121,10 @@ type Hub struct {
 	pres     presence
 	wake     chan struct{} // a local publish wakes the feed reader
 	deferred atomic.Bool   // the feed reader skipped a read because loops were busy
+	// unreadSince is when this hub appended the oldest event the feed
+	// reader has not read yet (unix ns, cfg.Now), 0 = none: the age that
+	// MaxBatchWait bounds.
+	unreadSince atomic.Int64
 
 	workQ   chan func(context.Context)
 	appendQ chan *Publication
@@ -143,6 +154,9 @@ func New(cfg Config, st store.Store) (*Hub, error) {
 	}
 	if cfg.Fetchers <= 0 {
 		cfg.Fetchers = 16
+	}
+	if cfg.MaxBatchWait <= 0 {
+		cfg.MaxBatchWait = defaultMaxBatchWait
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

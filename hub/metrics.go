@@ -22,6 +22,7 @@ type hubMetrics struct {
 	storeErr    *metrics.Counter
 	feedGaps    *metrics.Counter
 	feedResets  *metrics.Counter
+	waitReads   *metrics.Counter // feed reads MaxBatchWait forced while loops were busy
 	directPokes *metrics.Counter
 	replayPages *metrics.Counter
 
@@ -49,6 +50,7 @@ func newHubMetrics(s *metrics.Set, h *Hub) *hubMetrics {
 	m.storeErr = s.NewCounter("sseloop_store_errors_total")
 	m.feedGaps = s.NewCounter("sseloop_feed_gaps_total")
 	m.feedResets = s.NewCounter("sseloop_feed_resets_total")
+	m.waitReads = s.NewCounter("sseloop_feed_wait_reads_total")
 	m.directPokes = s.NewCounter("sseloop_direct_pokes_total")
 	m.replayPages = s.NewCounter("sseloop_replay_pages_total")
 	// One per key and interval whose presence changed (not per subscriber).

@@ -150,6 +150,7 @@ func (h *Hub) runAppender(ctx context.Context) {
 				err = errors.Join(ErrStore, err)
 			} else {
 				h.m.published.Add(len(evs))
+				h.unreadSince.CompareAndSwap(0, h.cfg.Now().UnixNano())
 				h.wakeFeed()
 			}
 		}

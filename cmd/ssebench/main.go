@@ -123,6 +123,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&cfg.JSON, "json", "", "write the results as JSON to this file")
 		fs.StringVar(&cfg.Chart, "chart", "", "write an SVG chart to this file")
 		fs.StringVar(&cfg.SseloopBin, "sseloop", "", "sseloop binary (default: go build ./cmd/sseloop)")
+		fs.StringVar(&cfg.SseloopRefBin, "sseloop-ref", "", "binary of the sseloop-ref server: a second sseloop (e.g. a build of main) to compare with in the same run")
 		progress := progressFlag(fs)
 		if fs.Parse(args[1:]) != nil {
 			return 2
@@ -160,7 +161,8 @@ func runFlags(fs *flag.FlagSet, c *bench.RunConfig) {
 	fs.IntVar(&c.Procs, "procs", 0, "worker processes (0 = automatic: one per 18,000 connections, in process below)")
 	fs.IntVar(&c.Inflight, "inflight", 0, "connection attempts in flight per worker (default 256)")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 0, "one connection attempt, to a complete response head (default 10s)")
-	fs.IntVar(&c.Senders, "senders", 0, "concurrent trigger senders (default 16)")
+	fs.IntVar(&c.Senders, "senders", 0, "concurrent trigger senders (default 16; 256 with --open-loop)")
+	fs.BoolVar(&c.OpenLoop, "open-loop", false, "throughput/churn: send every event at its time in the --rate schedule and measure latency from that time, whether or not the server answered the earlier ones (the same offered load for every server); default: a closed loop of --senders, each waiting for the answer")
 }
 
 // progressFlag registers -progress. Without it, progress bars are drawn only
