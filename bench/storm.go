@@ -88,13 +88,13 @@ func runStorm(ctx context.Context, cfg *RunConfig, fl *fleet, keys []string, per
 		return got, waiting
 	}
 	// deliveredBy waits until want deliveries arrived, or nothing new
-	// came for 3 s, or 60 s passed.
+	// came for 3 s, or StormLimit (at least 60 s) passed.
 	deliveredBy := func(want int64, label string) error {
 		b := newBar(cfg.Progress, label, want)
 		defer b.end()
 		var last int64
 		lastChange := time.Now()
-		return waitForEvery(ctx, 60*time.Second, 10*time.Millisecond, func() (bool, error) {
+		return waitForEvery(ctx, max(cfg.StormLimit, 60*time.Second), 10*time.Millisecond, func() (bool, error) {
 			got, _ := received()
 			b.set(got)
 			if got != last {

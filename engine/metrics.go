@@ -89,6 +89,7 @@ var metricHelp = map[string]string{
 	"sseloop_feed_resets_total":            "Times the store's id counter restarted under a running node (wipe, replacement).",
 	"sseloop_feed_wait_reads_total":        "Change-feed reads made while the loops were busy because an unread event had waited the batch bound (50 ms).",
 	"sseloop_replay_pages_total":           "Replay pages read from the store.",
+	"sseloop_replay_deferred_total":        "Replay page reads put off because every store worker was busy and the queue full; the stream waits and is served when a worker frees.",
 	"sseloop_replays_waiting":              "Replays paused until their client reads what it was sent.",
 	"sseloop_fanout_duration_seconds":      "Time one loop takes to write a batch of frames to its streams.",
 	"sseloop_store_read_duration_seconds":  "Time of one change-feed read from the store.",

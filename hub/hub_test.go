@@ -564,3 +564,47 @@ func TestStoreWipedAndRewrittenBetweenPolls(t *testing.T) {
 		t.Fatalf("counted %d resets and %d feed gaps; want 1 and 0", r, g)
 	}
 }
+
+// TestReplayWaitsForAFreeWorker: in a reconnect storm more streams resume
+// at once than the store workers' queue holds. A replay that finds the
+// queue full waits and is read when a worker frees: its stream stays open
+// (closing it made every client reconnect again, and again) and gets every
+// event it missed.
+func TestReplayWaitsForAFreeWorker(t *testing.T) {
+	inner, err := store.OpenBunt(":memory:", store.Options{SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	gs := &gatedStore{Store: inner, entered: make(chan struct{}), gate: make(chan struct{})}
+	th := newTestHub(t, gs, 1, func(c *Config) { c.Workers, c.QueueLen = 1, 1 })
+	seen := th.publish(store.Event{Key: "k", Data: []byte("seen")})
+	missed := th.publish(store.Event{Key: "k", Data: []byte("1")}, store.Event{Key: "k", Data: []byte("2")})
+	var streams []*testStream
+	streams = append(streams, th.open(0, Subscription{Keys: keys("k"), Resume: true, LastID: seen[0]}, true))
+	<-gs.entered // the one worker holds the first replay's read
+	for range 5 { // one fits in the queue, four find it full
+		streams = append(streams, th.open(0, Subscription{Keys: keys("k"), Resume: true, LastID: seen[0]}, true))
+	}
+	if n := th.h.m.replayDeferred.Get(); n < 4 {
+		t.Fatalf("%d replay reads put off, want at least 4", n)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case gs.gate <- struct{}{}:
+			case <-gs.entered:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	for i, s := range streams {
+		waitUntil(t, "the missed events", func() bool { return len(ids(s.c.received())) >= 2 })
+		if got := ids(s.c.received()); !slices.Equal(got, missed) || s.c.isClosed() {
+			t.Fatalf("stream %d: got %v (closed %v), want %v", i, got, s.c.isClosed(), missed)
+		}
+	}
+}

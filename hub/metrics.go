@@ -13,18 +13,19 @@ type hubMetrics struct {
 
 	streams atomic.Int64 // open streams
 
-	published   *metrics.Counter
-	delivered   *metrics.Counter
-	bytes       *metrics.Counter
-	heartbeats  *metrics.Counter
-	slowEvicted *metrics.Counter
-	expired     *metrics.Counter
-	storeErr    *metrics.Counter
-	feedGaps    *metrics.Counter
-	feedResets  *metrics.Counter
-	waitReads   *metrics.Counter // feed reads MaxBatchWait forced while loops were busy
-	directPokes *metrics.Counter
-	replayPages *metrics.Counter
+	published      *metrics.Counter
+	delivered      *metrics.Counter
+	bytes          *metrics.Counter
+	heartbeats     *metrics.Counter
+	slowEvicted    *metrics.Counter
+	expired        *metrics.Counter
+	storeErr       *metrics.Counter
+	feedGaps       *metrics.Counter
+	feedResets     *metrics.Counter
+	waitReads      *metrics.Counter // feed reads MaxBatchWait forced while loops were busy
+	directPokes    *metrics.Counter
+	replayPages    *metrics.Counter
+	replayDeferred *metrics.Counter
 
 	presenceEvents  *metrics.Counter
 	presenceQueries *metrics.Counter
@@ -53,6 +54,7 @@ func newHubMetrics(s *metrics.Set, h *Hub) *hubMetrics {
 	m.waitReads = s.NewCounter("sseloop_feed_wait_reads_total")
 	m.directPokes = s.NewCounter("sseloop_direct_pokes_total")
 	m.replayPages = s.NewCounter("sseloop_replay_pages_total")
+	m.replayDeferred = s.NewCounter("sseloop_replay_deferred_total")
 	// One per key and interval whose presence changed (not per subscriber).
 	m.presenceEvents = s.NewCounter("sseloop_presence_events_total")
 	m.presenceQueries = s.NewCounter("sseloop_presence_queries_total")

@@ -96,22 +96,27 @@ func (l *Loop) startMercureReplay(s *Stream, lastID uint64) {
 // they are filtered after the read, so a page of one could match nothing.
 const firstMercurePage = 64
 
-// readNext reads s's next page on a store worker.
-func (l *Loop) readNext(s *Stream) {
+// readNext reads s's next page on a store worker. When every worker is
+// busy and the queue is full (a reconnect storm: thousands of streams
+// resuming at once), s waits in the loop's waiting list, and the drain
+// check tries again: the client keeps the stream it was admitted with and
+// gets its replay a little later. It reports false then.
+func (l *Loop) readNext(s *Stream) bool {
 	r := s.replay
-	r.reading = true
 	req := pageReq{keys: r.keys, after: r.after, gapMark: r.gapMark, limit: r.limit, first: r.first,
 		pageBytes: l.h.cfg.MaxOutboundBytes / 4, merc: r.merc}
-	r.first = false
 	h := l.h
 	ok := h.Go(func(ctx context.Context) {
 		p := h.readPage(ctx, req)
 		l.exec.Execute(func() { l.onPage(s, r, p) })
 	})
 	if !ok {
-		h.log.Warn("replay queue full; closing stream so the client retries")
-		l.close(s, ReasonStoreError)
+		h.m.replayDeferred.Inc()
+		l.wait(s)
+		return false
 	}
+	r.reading, r.first = true, false
+	return true
 }
 
 // head reads the store's position before a page: its last id, and on a
@@ -349,8 +354,8 @@ func (l *Loop) checkDrained() {
 		r.waiting = false
 		if r.page != nil {
 			l.writePage(s, r)
-		} else if !r.reading {
-			l.readNext(s)
+		} else if !r.reading && !l.readNext(s) {
+			break // the queue is full: s waits again (at the end), and so do the rest
 		}
 	}
 	l.nWaiting.Store(int32(len(l.waiting)))

@@ -158,6 +158,7 @@ func runFlags(fs *flag.FlagSet, c *bench.RunConfig) {
 	fs.DurationVar(&c.ChurnHold, "churn-hold", 0, "churn: how long each churn connection stays open (default 1s)")
 	fs.DurationVar(&c.Settle, "settle", 0, "pause after connecting before reading memory (default 2s)")
 	fs.DurationVar(&c.Quiet, "quiet", 0, "idle: CPU measurement window (default 5s)")
+	fs.DurationVar(&c.StormLimit, "storm-limit", 0, "storm: longest wait for every client to be re-admitted, and for the catch-up (default 1m)")
 	fs.IntVar(&c.Procs, "procs", 0, "worker processes (0 = automatic: one per 18,000 connections, in process below)")
 	fs.IntVar(&c.Inflight, "inflight", 0, "connection attempts in flight per worker (default 256)")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 0, "one connection attempt, to a complete response head (default 10s)")
