@@ -90,6 +90,7 @@ var metricHelp = map[string]string{
 	"sseloop_feed_wait_reads_total":        "Change-feed reads made while the loops were busy because an unread event had waited the batch bound (50 ms).",
 	"sseloop_replay_pages_total":           "Replay pages read from the store.",
 	"sseloop_replay_deferred_total":        "Replay page reads put off because every store worker was busy and the queue full; the stream waits and is served when a worker frees.",
+	"sseloop_replay_shared_pages_total":    "Replay pages served from another stream's read of the same page (streams resuming from the same id).",
 	"sseloop_replays_waiting":              "Replays paused until their client reads what it was sent.",
 	"sseloop_fanout_duration_seconds":      "Time one loop takes to write a batch of frames to its streams.",
 	"sseloop_store_read_duration_seconds":  "Time of one change-feed read from the store.",

@@ -136,6 +136,7 @@ type Hub struct {
 	cursor atomic.Uint64 // the feed reader's position, for tests and metrics
 	lost   atomic.Bool   // the store's state was found gone; its new incarnation not yet read
 	epoch  atomic.Uint64 // the store's incarnation as the feed reader last saw it (store.HeadReader)
+	pages  pageCache     // replay pages shared between streams (pagecache.go)
 }
 
 // New returns a hub that delivers the events of st. The caller owns st.

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -582,7 +583,7 @@ func TestReplayWaitsForAFreeWorker(t *testing.T) {
 	missed := th.publish(store.Event{Key: "k", Data: []byte("1")}, store.Event{Key: "k", Data: []byte("2")})
 	var streams []*testStream
 	streams = append(streams, th.open(0, Subscription{Keys: keys("k"), Resume: true, LastID: seen[0]}, true))
-	<-gs.entered // the one worker holds the first replay's read
+	<-gs.entered  // the one worker holds the first replay's read
 	for range 5 { // one fits in the queue, four find it full
 		streams = append(streams, th.open(0, Subscription{Keys: keys("k"), Resume: true, LastID: seen[0]}, true))
 	}
@@ -606,5 +607,63 @@ func TestReplayWaitsForAFreeWorker(t *testing.T) {
 		if got := ids(s.c.received()); !slices.Equal(got, missed) || s.c.isClosed() {
 			t.Fatalf("stream %d: got %v (closed %v), want %v", i, got, s.c.isClosed(), missed)
 		}
+	}
+}
+
+// countingStore counts Replay reads.
+type countingStore struct {
+	store.Store
+	replays atomic.Int64
+}
+
+func (s *countingStore) Replay(ctx context.Context, keys []string, after uint64, limit int) ([]store.Event, error) {
+	s.replays.Add(1)
+	return s.Store.Replay(ctx, keys, after, limit)
+}
+
+// TestReplayPagesShared: streams resuming from the same id share their
+// replay pages (a reconnect storm reads each page once, not once per
+// client), and a stream served a page read before newer events were
+// fanned out still gets those events, once, before live ones.
+func TestReplayPagesShared(t *testing.T) {
+	inner, err := store.OpenBunt(":memory:", store.Options{SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	cs := &countingStore{Store: inner}
+	th := newTestHub(t, cs, 2, nil)
+	seen := th.publish(store.Event{Key: "k", Data: []byte("seen")})
+	missed := th.publish(store.Event{Key: "k", Data: []byte("1")}, store.Event{Key: "k", Data: []byte("2")})
+	var streams []*testStream
+	for i := range 40 {
+		streams = append(streams, th.open(i%2, Subscription{Keys: keys("k"), Resume: true, LastID: seen[0]}, true))
+	}
+	for i, s := range streams {
+		waitUntil(t, "the missed events", func() bool { return len(ids(s.c.received())) >= 2 })
+		if got := ids(s.c.received()); !slices.Equal(got, missed) {
+			t.Fatalf("stream %d: got %v, want %v", i, got, missed)
+		}
+	}
+	// Each stream reads 2 pages (1 event, then up to 4); shared, far fewer.
+	if n := cs.replays.Load(); n > 10 {
+		t.Fatalf("%d store replay reads for 40 streams resuming from one id, want pages shared", n)
+	}
+
+	// An event fanned out after the shared pages were read: a stream now
+	// resuming from the same id gets the cached pages, then reads on.
+	later := th.publish(store.Event{Key: "k", Data: []byte("3")})
+	waitUntil(t, "the live delivery of the later event", func() bool {
+		return slices.Contains(ids(streams[0].c.received()), later[0])
+	})
+	late := th.open(0, Subscription{Keys: keys("k"), Resume: true, LastID: seen[0]}, true)
+	live := th.publish(store.Event{Key: "k", Data: []byte("live")})
+	want := append(append(slices.Clone(missed), later...), live...)
+	waitUntil(t, "the live event", func() bool {
+		got := ids(late.c.received())
+		return len(got) > 0 && got[len(got)-1] == live[0]
+	})
+	if got := ids(late.c.received()); !slices.Equal(got, want) {
+		t.Fatalf("late stream: got %v, want %v", got, want)
 	}
 }

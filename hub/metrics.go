@@ -26,6 +26,7 @@ type hubMetrics struct {
 	directPokes    *metrics.Counter
 	replayPages    *metrics.Counter
 	replayDeferred *metrics.Counter
+	replayShared   *metrics.Counter
 
 	presenceEvents  *metrics.Counter
 	presenceQueries *metrics.Counter
@@ -55,6 +56,7 @@ func newHubMetrics(s *metrics.Set, h *Hub) *hubMetrics {
 	m.directPokes = s.NewCounter("sseloop_direct_pokes_total")
 	m.replayPages = s.NewCounter("sseloop_replay_pages_total")
 	m.replayDeferred = s.NewCounter("sseloop_replay_deferred_total")
+	m.replayShared = s.NewCounter("sseloop_replay_shared_pages_total")
 	// One per key and interval whose presence changed (not per subscriber).
 	m.presenceEvents = s.NewCounter("sseloop_presence_events_total")
 	m.presenceQueries = s.NewCounter("sseloop_presence_queries_total")

@@ -107,7 +107,7 @@ func (l *Loop) readNext(s *Stream) bool {
 		pageBytes: l.h.cfg.MaxOutboundBytes / 4, merc: r.merc}
 	h := l.h
 	ok := h.Go(func(ctx context.Context) {
-		p := h.readPage(ctx, req)
+		p := h.sharedPage(ctx, req)
 		l.exec.Execute(func() { l.onPage(s, r, p) })
 	})
 	if !ok {

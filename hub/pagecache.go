@@ -1,0 +1,103 @@
+package hub
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// pageCache shares native replay pages between streams that ask for the
+// same one. In a reconnect storm the clients of a key resume from the same
+// Last-Event-ID, and each would read the same page from the store: with
+// 1,000 clients per key, 1,000 identical reads. A page is a consistent
+// read of the store as of its upTo, so a stream served a page read a
+// moment ago is served correctly: writePage's seam check reads on when the
+// loop has fanned out past upTo, exactly as after a slow read. Entries
+// live for pageCacheTTL and belong to one store incarnation (the key holds
+// the epoch the feed reader saw). Mercure pages are filtered per stream
+// and not shared.
+type pageCache struct {
+	mu sync.Mutex
+	m  map[string]*pageEntry
+}
+
+type pageEntry struct {
+	done chan struct{} // closed when p is set
+	p    *page
+	at   time.Time
+}
+
+const (
+	pageCacheTTL = time.Second
+	pageCacheMax = 4096 // entries; beyond it (after dropping the expired) reads are not shared
+)
+
+// sharedPage returns req's page: another stream's read of the same page
+// if one is under way or at most pageCacheTTL old, else its own read.
+// Each caller gets its own copy of the page (the loop writes p.pos and
+// p.gap); the frames are shared, read-only. Store worker.
+func (h *Hub) sharedPage(ctx context.Context, req pageReq) *page {
+	if req.merc != nil {
+		return h.readPage(ctx, req)
+	}
+	c := &h.pages
+	var sb strings.Builder
+	for _, k := range req.keys {
+		sb.WriteString(k)
+		sb.WriteByte(0)
+	}
+	for _, n := range []uint64{req.after, req.gapMark, uint64(req.limit), h.epoch.Load()} {
+		sb.WriteString(strconv.FormatUint(n, 36))
+		sb.WriteByte(' ')
+	}
+	if req.first {
+		sb.WriteByte('f')
+	}
+	key := sb.String()
+	now := h.cfg.Now()
+	c.mu.Lock()
+	if e, ok := c.m[key]; ok && (e.p == nil || now.Sub(e.at) < pageCacheTTL) {
+		c.mu.Unlock()
+		select {
+		case <-e.done:
+		case <-ctx.Done():
+			return &page{err: ctx.Err()}
+		}
+		if e.p.err == nil {
+			h.m.replayShared.Inc()
+			cp := *e.p
+			return &cp
+		}
+		return h.readPage(ctx, req) // the shared read failed: try our own
+	}
+	if c.m == nil {
+		c.m = map[string]*pageEntry{}
+	}
+	if len(c.m) >= pageCacheMax {
+		for k, e := range c.m {
+			if e.p != nil && now.Sub(e.at) >= pageCacheTTL {
+				delete(c.m, k)
+			}
+		}
+	}
+	if len(c.m) >= pageCacheMax {
+		c.mu.Unlock()
+		return h.readPage(ctx, req)
+	}
+	e := &pageEntry{done: make(chan struct{})}
+	c.m[key] = e
+	c.mu.Unlock()
+
+	p := h.readPage(ctx, req)
+	c.mu.Lock()
+	e.p, e.at = p, h.cfg.Now()
+	if p.err != nil {
+		delete(c.m, key)
+	}
+	c.mu.Unlock()
+	close(e.done)
+	cp := *p
+	return &cp
+}
