@@ -13,8 +13,10 @@ import (
 // Last-Event-ID, and each would read the same page from the store: with
 // 1,000 clients per key, 1,000 identical reads. A page is a consistent
 // read of the store as of its upTo, so a stream served a page read a
-// moment ago is served correctly: writePage's seam check reads on when the
-// loop has fanned out past upTo, exactly as after a slow read. Entries
+// moment ago is served correctly. A shared page is used only if its upTo
+// covers what the asking stream's loop had fanned out when it asked
+// (pageReq.seen): otherwise the seam check (writePage) would find it short
+// and ask for the next page, which could be the same stale one. Entries
 // live for pageCacheTTL and belong to one store incarnation (the key holds
 // the epoch the feed reader saw). Mercure pages are filtered per stream
 // and not shared.
@@ -58,19 +60,19 @@ func (h *Hub) sharedPage(ctx context.Context, req pageReq) *page {
 	key := sb.String()
 	now := h.cfg.Now()
 	c.mu.Lock()
-	if e, ok := c.m[key]; ok && (e.p == nil || now.Sub(e.at) < pageCacheTTL) {
+	if e, ok := c.m[key]; ok && (e.p == nil || now.Sub(e.at) < pageCacheTTL && e.p.upTo >= req.seen) {
 		c.mu.Unlock()
 		select {
 		case <-e.done:
 		case <-ctx.Done():
 			return &page{err: ctx.Err()}
 		}
-		if e.p.err == nil {
+		if e.p.err == nil && e.p.upTo >= req.seen {
 			h.m.replayShared.Inc()
 			cp := *e.p
 			return &cp
 		}
-		return h.readPage(ctx, req) // the shared read failed: try our own
+		return h.readPage(ctx, req) // the shared read failed or is too old: our own
 	}
 	if c.m == nil {
 		c.m = map[string]*pageEntry{}

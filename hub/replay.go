@@ -84,6 +84,7 @@ type pageReq struct {
 	first          bool
 	pageBytes      int
 	merc           *mstream
+	seen           uint64 // the loop's Loop.seen when the page was asked for
 }
 
 // startMercureReplay starts the replay of Mercure stream s after lastID.
@@ -104,7 +105,7 @@ const firstMercurePage = 64
 func (l *Loop) readNext(s *Stream) bool {
 	r := s.replay
 	req := pageReq{keys: r.keys, after: r.after, gapMark: r.gapMark, limit: r.limit, first: r.first,
-		pageBytes: l.h.cfg.MaxOutboundBytes / 4, merc: r.merc}
+		pageBytes: l.h.cfg.MaxOutboundBytes / 4, merc: r.merc, seen: l.seen}
 	h := l.h
 	ok := h.Go(func(ctx context.Context) {
 		p := h.sharedPage(ctx, req)
