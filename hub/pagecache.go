@@ -21,8 +21,9 @@ import (
 // the epoch the feed reader saw). Mercure pages are filtered per stream
 // and not shared.
 type pageCache struct {
-	mu sync.Mutex
-	m  map[string]*pageEntry
+	mu    sync.Mutex
+	m     map[string]*pageEntry
+	bytes int // frames held by finished entries
 }
 
 type pageEntry struct {
@@ -34,6 +35,13 @@ type pageEntry struct {
 const (
 	pageCacheTTL = time.Second
 	pageCacheMax = 4096 // entries; beyond it (after dropping the expired) reads are not shared
+	// A page is kept for others only while the kept frames stay within
+	// pageCacheBytes, and only if it is small: the pages of a reconnect
+	// storm are (a few missed events each), while a big replay's pages are
+	// read once per stream and belong to its outbound budget
+	// (MaxOutboundBytes), not to a cache that outlives the stream's need.
+	pageCacheBytes   = 4 << 20
+	pageCacheMaxPage = 64 << 10
 )
 
 // sharedPage returns req's page: another stream's read of the same page
@@ -78,15 +86,14 @@ func (h *Hub) sharedPage(ctx context.Context, req pageReq) *page {
 		c.m = map[string]*pageEntry{}
 	}
 	if len(c.m) >= pageCacheMax {
-		for k, e := range c.m {
-			if e.p != nil && now.Sub(e.at) >= pageCacheTTL {
-				delete(c.m, k)
-			}
-		}
+		c.sweep(now)
 	}
 	if len(c.m) >= pageCacheMax {
 		c.mu.Unlock()
 		return h.readPage(ctx, req)
+	}
+	if old, ok := c.m[key]; ok && old.p != nil {
+		c.bytes -= len(old.p.buf) // replaced: too old for this stream
 	}
 	e := &pageEntry{done: make(chan struct{})}
 	c.m[key] = e
@@ -94,12 +101,33 @@ func (h *Hub) sharedPage(ctx context.Context, req pageReq) *page {
 
 	p := h.readPage(ctx, req)
 	c.mu.Lock()
-	e.p, e.at = p, h.cfg.Now()
-	if p.err != nil {
-		delete(c.m, key)
+	now = h.cfg.Now()
+	e.p, e.at = p, now
+	n := len(p.buf)
+	if p.err == nil && n <= pageCacheMaxPage && c.bytes+n > pageCacheBytes {
+		c.sweep(now)
+	}
+	if p.err != nil || n > pageCacheMaxPage || c.bytes+n > pageCacheBytes {
+		// Those waiting for it get it; nobody later. (A later entry for
+		// the key may have replaced e: then it is not ours to delete.)
+		if c.m[key] == e {
+			delete(c.m, key)
+		}
+	} else if c.m[key] == e {
+		c.bytes += n
 	}
 	c.mu.Unlock()
 	close(e.done)
 	cp := *p
 	return &cp
+}
+
+// sweep drops the expired entries. c.mu is held.
+func (c *pageCache) sweep(now time.Time) {
+	for k, e := range c.m {
+		if e.p != nil && now.Sub(e.at) >= pageCacheTTL {
+			c.bytes -= len(e.p.buf)
+			delete(c.m, k)
+		}
+	}
 }
