@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"time"
 
@@ -388,7 +389,7 @@ func (h *Hub) stateLost(ctx context.Context, cursor uint64) {
 		gaps[k] = AppendGap(nil, keys[i:i+1], ret[i].Oldest)
 	}
 	for _, l := range *h.loops.Load() {
-		l.exec.Execute(func() { l.announce(gaps) })
+		l.exec.Execute(func() { l.announce(gaps, math.MaxUint64) })
 	}
 }
 
@@ -421,7 +422,7 @@ func (h *Hub) announceDropped(ctx context.Context, cursor uint64) {
 			"after_id", cursor)
 		gap := AppendGap(nil, nil, 0)
 		for _, l := range *h.loops.Load() {
-			l.exec.Execute(func() { l.announceMercure(gap) })
+			l.exec.Execute(func() { l.announceMercure(gap, cursor) })
 		}
 	}
 	explained := slices.ContainsFunc(ret, func(r store.Retention) bool { return r.Dropped > cursor })
@@ -438,6 +439,6 @@ func (h *Hub) announceDropped(ctx context.Context, cursor uint64) {
 	h.log.Warn("events were removed from history before they were delivered; sending gap events",
 		"keys", len(gaps), "after_id", cursor)
 	for _, l := range *h.loops.Load() {
-		l.exec.Execute(func() { l.announce(gaps) })
+		l.exec.Execute(func() { l.announce(gaps, cursor) })
 	}
 }

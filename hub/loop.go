@@ -480,23 +480,28 @@ func (l *Loop) fanout(b *batch) {
 	l.h.m.fanout.UpdateDuration(start)
 }
 
-// announce writes each key's notice (a gap event) to the live streams of
-// the key. Replaying streams are skipped: their replay checks retention.
-// announceMercure writes frame to every live Mercure stream (not those
-// in a replay: their replay finds the hole itself). Loop goroutine.
-func (l *Loop) announceMercure(frame []byte) {
+// announceMercure writes frame to every live Mercure stream that has not
+// been written an event after cursor, where the feed found events removed:
+// not to those in a replay, nor to those a replay already took past
+// cursor (a replay finds the hole itself). Loop goroutine.
+func (l *Loop) announceMercure(frame []byte, cursor uint64) {
 	if l.merc == nil {
 		return
 	}
 	for s := range l.merc.streams {
-		if s.replay == nil {
+		if s.replay == nil && s.lastID <= cursor {
 			l.Write(s, frame)
 		}
 	}
 	l.flushCounters()
 }
 
-func (l *Loop) announce(notices map[string][]byte) {
+// announce writes each key's notice (a gap event) to the live streams of
+// the key that have not been written an event after cursor
+// (math.MaxUint64: all of them). Replaying streams are skipped, and so are
+// those a replay took past cursor: their replay checks retention itself.
+// Loop goroutine.
+func (l *Loop) announce(notices map[string][]byte, cursor uint64) {
 	for key, frame := range notices {
 		ks := l.sets[key]
 		if ks == nil {
@@ -504,7 +509,7 @@ func (l *Loop) announce(notices map[string][]byte) {
 		}
 		for u := ks.head; u != nil; {
 			next := u.next
-			if s := u.s; s.replay == nil {
+			if s := u.s; s.replay == nil && s.lastID <= cursor {
 				l.Write(s, frame)
 			}
 			u = next
