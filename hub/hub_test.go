@@ -669,3 +669,35 @@ func TestReplayPagesShared(t *testing.T) {
 		t.Fatalf("late stream: got %v, want %v", got, want)
 	}
 }
+
+// TestReplayPageCacheKeepsOnlySmallPages: pages over pageCacheMaxPage are
+// not kept for later streams (a big replay's pages belong to its own
+// outbound budget), small ones are, and what is kept is counted.
+func TestReplayPageCacheKeepsOnlySmallPages(t *testing.T) {
+	th := newTestHub(t, nil, 1, func(c *Config) { c.MaxOutboundBytes = 1 << 20 })
+	big := strings.Repeat("x", pageCacheMaxPage+1)
+	seen := th.publish(store.Event{Key: "big", Data: []byte("seen")}, store.Event{Key: "small", Data: []byte("seen")})
+	th.publish(store.Event{Key: "big", Data: []byte(big)}, store.Event{Key: "small", Data: []byte("s")})
+	b := th.open(0, Subscription{Keys: keys("big"), Resume: true, LastID: seen[0]}, true)
+	waitUntil(t, "the big event", func() bool { return len(ids(b.c.received())) >= 1 })
+	kept := func() (n, bytes int) {
+		th.h.pages.mu.Lock()
+		defer th.h.pages.mu.Unlock()
+		for _, e := range th.h.pages.m {
+			if e.p != nil {
+				n++
+				if len(e.p.buf) > pageCacheMaxPage {
+					t.Errorf("a page of %d bytes kept", len(e.p.buf))
+				}
+			}
+		}
+		return n, th.h.pages.bytes
+	}
+	n0, bytes0 := kept()
+	s := th.open(0, Subscription{Keys: keys("small"), Resume: true, LastID: seen[1]}, true)
+	waitUntil(t, "the small event", func() bool { return len(ids(s.c.received())) >= 1 })
+	n1, bytes1 := kept()
+	if n1 <= n0 || bytes1 <= bytes0 || bytes1 > pageCacheBytes {
+		t.Fatalf("kept %d pages, %d bytes after the big replay; %d, %d after the small one", n0, bytes0, n1, bytes1)
+	}
+}
