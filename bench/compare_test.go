@@ -236,16 +236,8 @@ func TestRunStormServerCommand(t *testing.T) {
 		t.Skip("builds and restarts sseloop")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "sseloop")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/sseloop/sseloop/cmd/sseloop").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	bin := buildSseloop(t, dir)
+	addr := freeAddr(t)
 	argv := []string{bin, "--listen", addr, "--log.level", "warn", "--store.path", filepath.Join(dir, "e.db"), "--store.sync", "always"}
 	sc, err := StartServerCommand(context.Background(), argv, addr, 1)
 	if err != nil {
@@ -279,16 +271,8 @@ func TestRunStormNodesOnRedis(t *testing.T) {
 	}
 	srv := redistest.Start(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "sseloop")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/sseloop/sseloop/cmd/sseloop").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	bin := buildSseloop(t, dir)
+	addr := freeAddr(t)
 	argv := []string{bin, "--listen", addr, "--reuseport", "--log.level", "warn", "--presence.off",
 		"--store.driver", "redis", "--store.redis.addr", srv.Addr(), "--store.redis.prefix", "storm:"}
 	sc, err := StartServerCommand(context.Background(), argv, addr, 3)
@@ -333,11 +317,7 @@ func TestCompareOpenLoopWithRef(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds sseloop, starts servers")
 	}
-	bin := filepath.Join(t.TempDir(), "sseloop")
-	build := exec.Command("go", "build", "-o", bin, "github.com/sseloop/sseloop/cmd/sseloop")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildSseloop(t, t.TempDir())
 	const rate = 100
 	var out bytes.Buffer
 	cfg := CompareConfig{
@@ -367,4 +347,25 @@ func TestCompareOpenLoopWithRef(t *testing.T) {
 	if !slices.Equal(head, want) {
 		t.Errorf("table header %q, want %q", head, want)
 	}
+}
+
+// buildSseloop builds cmd/sseloop into dir and returns the binary's path.
+func buildSseloop(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "sseloop")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/sseloop/sseloop/cmd/sseloop").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// freeAddr returns a loopback address with a port free at the time.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
