@@ -397,12 +397,24 @@ func (h *Hub) stateLost(ctx context.Context, cursor uint64) {
 const retentionChunk = 1000
 
 // announceDropped tells the live streams whose keys lost events after
-// cursor, in-band, with the same "gap" event a replay starts with, and
-// every live Mercure stream. The keys
-// are those whose retention says they dropped an event after cursor; if
+// cursor, and the live Mercure streams, in-band, with the same "gap" event
+// a replay starts with. The keys are those whose retention says they
+// dropped an event after cursor; if
 // none does (the feed itself was trimmed), every watched key is told, since
 // a false gap is harmless and a missed one is not.
 func (h *Hub) announceDropped(ctx context.Context, cursor uint64) {
+	// Mercure streams may match any topic, and the removed events' topics
+	// are gone: every live one not already past cursor is told, whatever
+	// the native keys' retention says (or whether it can be read).
+	if h.mercN.Load() > 0 {
+		h.m.feedGaps.Inc()
+		h.log.Warn("events were removed from the feed before they were delivered; sending gap events to Mercure streams",
+			"after_id", cursor)
+		gap := AppendGap(nil, nil, 0)
+		for _, l := range *h.loops.Load() {
+			l.exec.Execute(func() { l.announceMercure(gap, cursor) })
+		}
+	}
 	keys := h.interest.keys()
 	var ret []store.Retention
 	for len(keys) > len(ret) {
@@ -413,17 +425,6 @@ func (h *Hub) announceDropped(ctx context.Context, cursor uint64) {
 			return
 		}
 		ret = append(ret, r...)
-	}
-	// Mercure streams may match any topic, and the removed events' topics
-	// are gone: every live one is told.
-	if h.mercN.Load() > 0 {
-		h.m.feedGaps.Inc()
-		h.log.Warn("events were removed from the feed before they were delivered; sending gap events to Mercure streams",
-			"after_id", cursor)
-		gap := AppendGap(nil, nil, 0)
-		for _, l := range *h.loops.Load() {
-			l.exec.Execute(func() { l.announceMercure(gap, cursor) })
-		}
 	}
 	explained := slices.ContainsFunc(ret, func(r store.Retention) bool { return r.Dropped > cursor })
 	gaps := map[string][]byte{}
