@@ -54,6 +54,8 @@ type subsRegistry struct {
 	mu      sync.Mutex
 	pending map[string][]byte // subscriber → record, nil: remove
 	wake    chan struct{}     // capacity 1: something is pending
+
+	put bool // the store has had this node's records once (run's goroutine only)
 }
 
 func newSubsRegistry(e *Engine, st store.Subscriptions) *subsRegistry {
@@ -79,7 +81,6 @@ func (r *subsRegistry) set(id string, data []byte) {
 func (r *subsRegistry) run(ctx context.Context) {
 	t := time.NewTicker(r.interval)
 	defer t.Stop()
-	put := false // the store has had this node's records once
 	for {
 		select {
 		case <-ctx.Done():
@@ -92,11 +93,11 @@ func (r *subsRegistry) run(ctx context.Context) {
 		case <-t.C:
 		case <-r.wake:
 		}
-		r.flush(ctx, &put)
+		r.flush(ctx)
 	}
 }
 
-func (r *subsRegistry) flush(ctx context.Context, put *bool) {
+func (r *subsRegistry) flush(ctx context.Context) {
 	r.mu.Lock()
 	taken := r.pending
 	r.pending = map[string][]byte{}
@@ -128,7 +129,7 @@ func (r *subsRegistry) flush(ctx context.Context, put *bool) {
 			r.e.publishSubscriptionEvents(ms, false)
 		}
 	}
-	if fresh && *put {
+	if fresh && r.put {
 		// The store lost this node's records, or took it for dead and
 		// another node announced its subscribers' end: put them all again
 		// and announce them active again.
@@ -141,7 +142,7 @@ func (r *subsRegistry) flush(ctx context.Context, put *bool) {
 			r.e.publishSubscriptionEvents(ms, true)
 		})
 	}
-	*put = true
+	r.put = true
 }
 
 // remote returns the subscriptions of the other live nodes, sorted by
